@@ -1,0 +1,146 @@
+"""The typed command surface of the media plane: what signaling/ may ask of it.
+
+signaling/ imports this module and nothing deeper in sfu/.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sfu.io.udp import MediaPort
+from sfu.routing.room import Room
+from sfu.routing.session import MediaAddress, Session, SessionPolicy
+from sfu.routing.transport import Transport
+from sfu.routing.types import (
+    MediaError,
+    MidIntent,
+    NegotiationResult,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    RoomEvent,
+    SessionClosed,
+    TrackInfo,
+    TrackPublished,
+    TrackUnpublished,
+)
+
+__all__ = [
+    "MediaError",
+    "MediaService",
+    "MidIntent",
+    "NegotiationResult",
+    "ParticipantInfo",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "RoomEvent",
+    "SessionClosed",
+    "SessionPolicy",
+    "TrackInfo",
+    "TrackPublished",
+    "TrackUnpublished",
+]
+
+log = logging.getLogger(__name__)
+
+
+class MediaService:
+    """Rooms and sessions on one media port."""
+
+    def __init__(self, bind_host: str, media_port: int, announced_ip: str) -> None:
+        self.media = MediaPort(bind_host, media_port)
+        self.announced_ip = announced_ip
+        self.rooms: dict[str, Room] = {}
+        self.sessions: dict[str, Session] = {}
+        self.media.worker.on_transport_closed = self._on_transport_closed
+
+    async def start(self) -> None:
+        await self.media.start()
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            self.close_session(session.session_id, "server shutting down")
+        await self.media.stop()
+
+    @property
+    def media_port(self) -> int:
+        return self.media.port
+
+    def open_session(
+        self,
+        room: str,
+        identity: str,
+        name: str,
+        policy: SessionPolicy,
+        listener: Callable[[RoomEvent], None],
+    ) -> Session:
+        """Create a session in a room (the room is created on first use).
+
+        An announced session replaces an earlier one with the same identity: a
+        reconnecting client must not leave a ghost behind.
+        """
+        room_obj = self.rooms.get(room)
+        if room_obj is None:
+            room_obj = self.rooms[room] = Room(room)
+        if policy.announce:
+            previous = room_obj.find_member(identity)
+            if previous is not None:
+                previous.notify(SessionClosed("replaced by a new session of the same identity"))
+                self.close_session(previous.session_id, "replaced")
+        session = Session(
+            self.media.worker,
+            room_obj,
+            identity,
+            name,
+            policy,
+            MediaAddress(self.announced_ip, self.media.port),
+            listener,
+        )
+        self.sessions[session.session_id] = session
+        room_obj.join(session)
+        log.info(
+            "session opened room=%s identity=%s session=%s", room, identity, session.session_id
+        )
+        return session
+
+    def negotiate(
+        self, session_id: str, offer: str, intents: dict[str, MidIntent]
+    ) -> NegotiationResult:
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise MediaError("not_found", "no such session")
+        return session.negotiate(offer, intents, time.monotonic())
+
+    def participants(self, room: str, exclude_session: str | None = None) -> list[ParticipantInfo]:
+        room_obj = self.rooms.get(room)
+        if room_obj is None:
+            return []
+        exclude = self.sessions.get(exclude_session) if exclude_session else None
+        return room_obj.participants(exclude)
+
+    def close_session(self, session_id: str, reason: str) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        session.close(reason, time.monotonic())
+        log.info("session closed session=%s reason=%s", session_id, reason)
+        if session.room.empty:
+            self.rooms.pop(session.room.name, None)
+
+    def _on_transport_closed(self, transport: Transport, reason: str) -> None:
+        session = self.sessions.get(transport.owner_id)
+        if session is None or session.closed or reason == "m-section closed":
+            return
+        # A dead transport (timeout, DTLS failure, fingerprint mismatch) ends the session.
+        log.warning("media transport failed session=%s reason=%s", session.session_id, reason)
+        session.notify(SessionClosed(reason))
+        self.close_session(session.session_id, reason)
+
+    def stats(self) -> dict[str, int]:
+        counters = dict(self.media.worker.counters)
+        counters["rooms"] = len(self.rooms)
+        counters["sessions"] = len(self.sessions)
+        counters["transports"] = len(self.media.worker.by_ufrag)
+        return counters

@@ -1,0 +1,524 @@
+"""A Session is one client's media in a room: its transports, producers and consumers.
+
+Negotiation is always offer (client) -> answer (SFU). Each m-section gets its own
+transport unless the client bundles and the room allows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from sfu.routing.consumer import Consumer
+from sfu.routing.producer import Producer
+from sfu.routing.room import Room
+from sfu.routing.transport import Transport
+from sfu.routing.types import (
+    MediaError,
+    MidIntent,
+    NegotiationResult,
+    ParticipantInfo,
+    RoomEvent,
+    TrackInfo,
+)
+from sfu.routing.worker import Worker
+from sfu.wire.sdp import (
+    AnswerMedia,
+    Codec,
+    MediaSection,
+    SdpError,
+    SessionDescription,
+    build_answer,
+    parse_sdp,
+)
+
+log = logging.getLogger(__name__)
+
+MID_EXTENSION = "urn:ietf:params:rtp-hdrext:sdes:mid"
+VIDEO_CODEC_PREFERENCE = ("VP8", "H264", "VP9")
+_FEEDBACK = {"audio": ("nack",), "video": ("nack", "nack pli", "ccm fir")}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaAddress:
+    """Where clients reach the media port: the candidate in every answer."""
+
+    ip: str
+    port: int
+
+    def candidate(self) -> str:
+        return f"1 1 udp 2130706431 {self.ip} {self.port} typ host"
+
+
+@dataclass(slots=True)
+class SessionPolicy:
+    can_publish: bool
+    can_subscribe: bool
+    allow_bundle: bool = True
+    # Browsers on our own page get one transport per m-section unless they insist on BUNDLE.
+    prefer_bundle: bool = False
+    announce: bool = True
+    follow_identity: str | None = None  # WHEP: whose tracks to follow (None: anyone)
+    follow: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def choose_publish_codec(section: MediaSection) -> Codec | None:
+    codecs = section.codecs()
+    if section.kind == "audio":
+        for codec in codecs:
+            if codec.name == "OPUS" and codec.clock_rate == 48000:
+                return codec
+        return None
+    for name in VIDEO_CODEC_PREFERENCE:
+        matches = [c for c in codecs if c.name == name and c.clock_rate == 90000]
+        if name == "H264":
+            matches = [c for c in matches if c.fmtp_params().get("packetization-mode") == "1"]
+        if matches:
+            return matches[0]
+    return None
+
+
+def match_codec(source: Codec, offered: list[Codec]) -> Codec | None:
+    """The subscriber's payload format that carries the source's codec unchanged."""
+    candidates = [c for c in offered if c.name == source.name and c.clock_rate == source.clock_rate]
+    if source.name == "H264":
+        src = source.fmtp_params()
+        mode = src.get("packetization-mode", "0")
+        profile = src.get("profile-level-id", "42e01f")[:2].lower()
+        candidates = [
+            c
+            for c in candidates
+            if c.fmtp_params().get("packetization-mode", "0") == mode
+            and c.fmtp_params().get("profile-level-id", "42e01f")[:2].lower() == profile
+        ]
+    return candidates[0] if candidates else None
+
+
+def _with_feedback(codec: Codec, kind: str) -> Codec:
+    return replace(codec, rtcp_fbs=[fb for fb in codec.rtcp_fbs if fb in _FEEDBACK[kind]])
+
+
+def _new_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Session:
+    """One client (WebSocket participant, WHIP publisher or WHEP viewer) in a room."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        room: Room,
+        identity: str,
+        name: str,
+        policy: SessionPolicy,
+        address: MediaAddress,
+        listener: Callable[[RoomEvent], None],
+    ) -> None:
+        self.session_id = _new_id()
+        self.worker = worker
+        self.room = room
+        self.identity = identity
+        self.name = name
+        self.policy = policy
+        self.address = address
+        self.listener = listener
+        self.cname = _new_id()
+        self.transports: dict[str, Transport] = {}  # by transport key
+        self.transport_of_mid: dict[str, Transport] = {}
+        self.producers: dict[str, Producer] = {}  # by mid
+        self.consumers: dict[str, Consumer] = {}  # by mid
+        self.version = 0
+        self.closed = False
+
+    @property
+    def announce(self) -> bool:
+        return self.policy.announce
+
+    def participant_info(self) -> ParticipantInfo:
+        return ParticipantInfo(
+            self.identity, self.name, tuple(p.info for p in self.producers.values())
+        )
+
+    def notify(self, event: RoomEvent) -> None:
+        try:
+            self.listener(event)
+        except Exception:  # one broken listener must not stop the room's broadcast
+            log.exception("session listener failed session=%s", self.session_id)
+
+    # -- negotiation ------------------------------------------------------
+
+    def negotiate(
+        self, offer_text: str, intents: dict[str, MidIntent], now: float
+    ) -> NegotiationResult:
+        """Apply a client offer; returns the answer. Raises MediaError for a bad offer."""
+        if self.closed:
+            raise MediaError("closed", "session is closed")
+        try:
+            offer = parse_sdp(offer_text)
+        except SdpError as exc:
+            raise MediaError("bad_sdp", str(exc)) from exc
+        if not offer.media:
+            raise MediaError("bad_sdp", "offer has no m= sections")
+        self._validate(offer)
+        bundled = self._bundled_mids(offer)
+        warnings: list[tuple[str, str]] = []
+        answers: list[AnswerMedia] = []
+        new_producers: list[Producer] = []
+        gone_producers: list[Producer] = []
+        seen_mids: set[str] = set()
+        for index, section in enumerate(offer.media):
+            mid = section.mid or str(index)
+            seen_mids.add(mid)
+            answers.append(
+                self._answer_section(
+                    offer,
+                    section,
+                    mid,
+                    bundled,
+                    intents.get(mid),
+                    now,
+                    warnings,
+                    new_producers,
+                    gone_producers,
+                )
+            )
+        for mid in list(self.producers):
+            if mid not in seen_mids:
+                gone_producers.append(self._drop_producer(mid))
+        for mid in list(self.consumers):
+            if mid not in seen_mids:
+                self._drop_consumer(mid)
+        self._close_unused_transports()
+        self.version += 1
+        bundle_group = [a.mid for a in answers if a.mid in bundled and a.port] or None
+        sdp = build_answer(int(self.session_id[:12], 16), self.version, answers, bundle_group)
+        for producer in gone_producers:
+            self.room.unpublish(producer, self, now)
+        for producer in new_producers:
+            self.room.publish(producer, self, now)
+        return NegotiationResult(sdp, [p.info for p in self.producers.values()], warnings)
+
+    def _validate(self, offer: SessionDescription) -> None:
+        for index, section in enumerate(offer.media):
+            if section.port == 0 and not section.bundle_only:
+                continue
+            where = f"m-section {index} ({section.kind})"
+            if section.kind == "application":
+                continue
+            if section.mid is None:
+                raise MediaError("bad_sdp", f"{where} has no a=mid")
+            setup = offer.media_attr(section, "setup")
+            if setup not in ("actpass", "active"):
+                raise MediaError(
+                    "bad_sdp", f"{where}: a=setup:{setup} unsupported (the SFU is DTLS server)"
+                )
+            if not offer.media_attr(section, "ice-ufrag") or not offer.media_attr(
+                section, "ice-pwd"
+            ):
+                raise MediaError("bad_sdp", f"{where} has no ICE credentials")
+            if not offer.fingerprints(section):
+                raise MediaError("bad_sdp", f"{where} has no a=fingerprint")
+
+    def _bundled_mids(self, offer: SessionDescription) -> set[str]:
+        bundled: set[str] = set()
+        for group in offer.bundle_groups():
+            members = [s for s in offer.media if s.mid in group]
+            insists = any(s.bundle_only for s in members)
+            if not insists and not self.policy.prefer_bundle:
+                continue  # answer without BUNDLE: one transport per m-section
+            if not self.policy.allow_bundle:
+                if insists:
+                    raise MediaError(
+                        "forbidden", "this room refuses bundled media (a=bundle-only offered)"
+                    )
+                continue
+            bundled.update(group)
+        return bundled
+
+    def _transport_for(
+        self,
+        offer: SessionDescription,
+        section: MediaSection,
+        mid: str,
+        bundled: set[str],
+        now: float,
+    ) -> Transport:
+        existing = self.transport_of_mid.get(mid)
+        key = f"m:{mid}"
+        if mid in bundled:
+            group = next(g for g in offer.bundle_groups() if mid in g)
+            shared = [self.transport_of_mid[m] for m in group if m in self.transport_of_mid]
+            existing = existing or (shared[0] if shared else None)
+            key = f"b:{group[0]}"
+        remote_ufrag = offer.media_attr(section, "ice-ufrag") or ""
+        fingerprints = offer.fingerprints(section)
+        if existing is None or existing.closed:
+            existing = self.transports.get(key)
+        if existing is None or existing.closed:
+            existing = self.worker.create_transport(
+                self.session_id, remote_ufrag, fingerprints, now
+            )
+            self.transports[key] = existing
+        elif existing.remote_ufrag != remote_ufrag:
+            existing.remote_ufrag = remote_ufrag  # ICE restart by the client
+        self.transport_of_mid[mid] = existing
+        return existing
+
+    def _answer_section(
+        self,
+        offer: SessionDescription,
+        section: MediaSection,
+        mid: str,
+        bundled: set[str],
+        intent: MidIntent | None,
+        now: float,
+        warnings: list[tuple[str, str]],
+        new_producers: list[Producer],
+        gone_producers: list[Producer],
+    ) -> AnswerMedia:
+        rejected = AnswerMedia(
+            section.kind, mid, section.proto, 0, rejected_formats=section.formats
+        )
+        unusable = section.kind == "application" or "SAVP" not in section.proto
+        if (section.port == 0 and not section.bundle_only) or unusable:
+            if mid in self.producers:
+                gone_producers.append(self._drop_producer(mid))
+            self._drop_consumer(mid)
+            self.transport_of_mid.pop(mid, None)
+            if section.kind == "application" and section.port:
+                warnings.append(("unsupported", f"mid {mid}: data channels are not offered yet"))
+            return rejected
+        transport = self._transport_for(offer, section, mid, bundled, now)
+        answer = AnswerMedia(
+            section.kind,
+            mid,
+            section.proto,
+            self.address.port,
+            ice_ufrag=transport.ice.ufrag,
+            ice_pwd=transport.ice.pwd,
+            fingerprint=f"sha-256 {self.worker.certificate.fingerprint_sha256}",
+            address=self.address.ip,
+            candidates=[self.address.candidate()],
+            cname=self.cname,
+        )
+        direction = section.direction
+        if direction in ("sendonly", "sendrecv"):
+            self._drop_consumer(mid)
+            codec = self._publish(
+                section, mid, transport, intent, warnings, new_producers, gone_producers
+            )
+            if codec is None:
+                answer.codecs = section.codecs()[:1] or []
+                if not answer.codecs:
+                    return rejected
+                return answer
+            answer.direction = "recvonly"
+            answer.codecs = [_with_feedback(codec, section.kind)]
+            ext = {i: uri for i, uri in section.extmaps().items() if uri == MID_EXTENSION}
+            answer.extmaps = ext
+            if ext:
+                transport.mid_extension_id = next(iter(ext))
+            return answer
+        if mid in self.producers:
+            gone_producers.append(self._drop_producer(mid))
+        if direction == "recvonly":
+            consumer = self._subscribe(section, mid, transport, intent, warnings, now)
+            if consumer is not None:
+                answer.direction = "sendonly"
+                answer.codecs = [consumer.codec]
+                answer.ssrc = consumer.ssrc
+                # One stream per publisher session, so its audio and video stay in sync.
+                stream = consumer.source.transport.owner_id if consumer.source else "sfu"
+                answer.msid = (stream, consumer.consumer_id)
+                return answer
+        else:
+            self._drop_consumer(mid)
+        answer.codecs = section.codecs()[:1]
+        return answer if answer.codecs else rejected
+
+    def _publish(
+        self,
+        section: MediaSection,
+        mid: str,
+        transport: Transport,
+        intent: MidIntent | None,
+        warnings: list[tuple[str, str]],
+        new_producers: list[Producer],
+        gone_producers: list[Producer],
+    ) -> Codec | None:
+        if not self.policy.can_publish:
+            warnings.append(("forbidden", f"mid {mid}: this token may not publish"))
+            if mid in self.producers:
+                gone_producers.append(self._drop_producer(mid))
+            return None
+        codec = choose_publish_codec(section)
+        if codec is None:
+            supported = "opus" if section.kind == "audio" else ", ".join(VIDEO_CODEC_PREFERENCE)
+            warnings.append(
+                ("bad_sdp", f"mid {mid}: no supported {section.kind} codec ({supported})")
+            )
+            if mid in self.producers:
+                gone_producers.append(self._drop_producer(mid))
+            return None
+        ssrcs = section.ssrcs()
+        ssrc = ssrcs[0] if ssrcs else None
+        producer = self.producers.get(mid)
+        if producer is not None and (
+            producer.codec.payload_type != codec.payload_type
+            or producer.transport is not transport
+            or (ssrc is not None and producer.ssrc not in (None, ssrc))
+        ):
+            gone_producers.append(self._drop_producer(mid))
+            producer = None
+        if producer is None:
+            label = (intent.publish if intent and intent.publish else section.kind)[:64]
+            producer = Producer(
+                _new_id(), self.identity, section.kind, label, codec, transport, mid, ssrc
+            )
+            self.producers[mid] = producer
+            transport.producers_by_mid[mid] = producer
+            new_producers.append(producer)
+        if ssrc is not None and producer.ssrc is None:
+            producer.bind_ssrc(ssrc)
+        if producer.ssrc is not None:
+            transport.producers_by_ssrc[producer.ssrc] = producer
+        return codec
+
+    def _subscribe(
+        self,
+        section: MediaSection,
+        mid: str,
+        transport: Transport,
+        intent: MidIntent | None,
+        warnings: list[tuple[str, str]],
+        now: float,
+    ) -> Consumer | None:
+        if not self.policy.can_subscribe:
+            warnings.append(("forbidden", f"mid {mid}: this token may not subscribe"))
+            self._drop_consumer(mid)
+            return None
+        offered = section.codecs()
+        source: Producer | None = None
+        codec: Codec | None = None
+        if self.policy.follow:
+            existing = self.consumers.get(mid)
+            if existing is not None and existing.transport is transport:
+                return existing
+            for name in ("OPUS",) if section.kind == "audio" else VIDEO_CODEC_PREFERENCE:
+                codec = next((c for c in offered if c.name == name), None)
+                if codec is not None:
+                    break
+            if codec is None:
+                warnings.append(("bad_sdp", f"mid {mid}: no supported {section.kind} codec"))
+                return None
+            source = self.room.pick_source(section.kind, self.policy.follow_identity, codec.name)
+        else:
+            track_id = intent.subscribe if intent else None
+            if not track_id:
+                self._drop_consumer(mid)
+                return None
+            source = self.room.producers.get(track_id)
+            if source is None or source.kind != section.kind:
+                warnings.append(
+                    ("unknown_track", f"mid {mid}: no {section.kind} track {track_id!r}")
+                )
+                self._drop_consumer(mid)
+                return None
+            codec = match_codec(source.codec, offered)
+            if codec is None:
+                warnings.append(
+                    ("codec_mismatch", f"mid {mid}: offer lacks {source.codec.name} for {track_id}")
+                )
+                self._drop_consumer(mid)
+                return None
+        codec = _with_feedback(codec, section.kind)
+        consumer = self.consumers.get(mid)
+        if consumer is None or consumer.transport is not transport:
+            self._drop_consumer(mid)
+            consumer = Consumer(
+                _new_id(),
+                transport,
+                section.kind,
+                codec,
+                mid,
+                secrets.randbits(32) or 1,
+                self.cname,
+            )
+            self.consumers[mid] = consumer
+            transport.consumers_by_ssrc[consumer.ssrc] = consumer
+        consumer.codec = codec
+        if source is not None:
+            consumer.attach(source, now)
+        return consumer
+
+    def _drop_producer(self, mid: str) -> Producer:
+        producer = self.producers.pop(mid)
+        transport = producer.transport
+        transport.producers_by_mid.pop(mid, None)
+        if producer.ssrc is not None and transport.producers_by_ssrc.get(producer.ssrc) is producer:
+            del transport.producers_by_ssrc[producer.ssrc]
+        return producer
+
+    def _drop_consumer(self, mid: str) -> None:
+        consumer = self.consumers.pop(mid, None)
+        if consumer is None:
+            return
+        consumer.close()
+        consumer.transport.consumers_by_ssrc.pop(consumer.ssrc, None)
+
+    def _close_unused_transports(self) -> None:
+        used = {id(t) for t in self.transport_of_mid.values()}
+        for key, transport in list(self.transports.items()):
+            if id(transport) not in used:
+                del self.transports[key]
+                self.worker.close_transport(transport, "m-section closed")
+
+    # -- room events --------------------------------------------------------
+
+    def on_source_available(self, producer: Producer, now: float) -> None:
+        """A new track appeared; followers (WHEP) without a source take it."""
+        if not self.policy.follow:
+            return
+        identity = self.policy.follow_identity
+        for consumer in self.consumers.values():
+            if (
+                consumer.source is None
+                and consumer.kind == producer.kind
+                and consumer.codec.name == producer.codec.name
+                and (identity is None or producer.info.identity == identity)
+            ):
+                consumer.attach(producer, now)
+
+    def on_source_gone(self, now: float) -> None:
+        """A followed track ended; pick the next one, keeping numbering continuous."""
+        if not self.policy.follow:
+            return
+        for consumer in self.consumers.values():
+            if consumer.source is None:
+                source = self.room.pick_source(
+                    consumer.kind, self.policy.follow_identity, consumer.codec.name
+                )
+                if source is not None:
+                    consumer.attach(source, now)
+
+    def published_tracks(self) -> list[TrackInfo]:
+        return [p.info for p in self.producers.values()]
+
+    def close(self, reason: str, now: float) -> None:
+        """Unpublish, stop consuming, close transports (keys wiped), leave the room."""
+        if self.closed:
+            return
+        self.closed = True
+        for mid in list(self.producers):
+            self.room.unpublish(self._drop_producer(mid), self, now)
+        for mid in list(self.consumers):
+            self._drop_consumer(mid)
+        for transport in list(self.transports.values()):
+            self.worker.close_transport(transport, reason)
+        self.transports.clear()
+        self.transport_of_mid.clear()
+        self.room.leave(self, reason)

@@ -1,0 +1,259 @@
+"""A Transport is one ICE ufrag + one DTLS association + its SRTP keys.
+
+Many transports share the worker's single UDP port: binding requests find theirs by
+ICE ufrag, everything else by the remote address that ICE validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING
+
+from sfu.proto.dtls import DtlsServer, DtlsState
+from sfu.proto.ice import IceCheck, IceCredentials
+from sfu.proto.srtp import SrtpError, SrtpPair
+from sfu.wire.rtcp import (
+    ReportBlock,
+    RtcpError,
+    RtcpFir,
+    RtcpNack,
+    RtcpPacket,
+    RtcpPli,
+    RtcpReceiverReport,
+    RtcpSenderReport,
+    parse_rtcp,
+    serialize_rtcp,
+)
+from sfu.wire.rtp import RtpError, get_header_extension, parse_rtp_header
+
+if TYPE_CHECKING:
+    from sfu.routing.consumer import Consumer
+    from sfu.routing.producer import Producer
+    from sfu.routing.worker import Worker
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+# A transport that has not finished ICE+DTLS by then, or has heard nothing for this
+# long (consent freshness, RFC 7675, sends a check every ~5 s), is dead.
+SILENCE_TIMEOUT_S = 30.0
+
+
+class Transport:
+    """ICE-lite + DTLS server + SRTP for one group of m-sections."""
+
+    def __init__(
+        self,
+        worker: Worker,
+        owner_id: str,
+        remote_ufrag: str,
+        remote_fingerprints: list[tuple[str, str]],
+        now: float,
+    ) -> None:
+        self.worker = worker
+        self.owner_id = owner_id
+        self.ice = IceCredentials.generate()
+        self.remote_ufrag = remote_ufrag
+        self.remote_fingerprints = remote_fingerprints
+        self.dtls = DtlsServer(worker.dtls_context, remote_fingerprints)
+        self.srtp: SrtpPair | None = None
+        self.addr: Address | None = None
+        self.rtcp_ssrc = secrets.randbits(32) or 1
+        self.producers_by_ssrc: dict[int, Producer] = {}
+        self.producers_by_mid: dict[str, Producer] = {}
+        self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.mid_extension_id = 0
+        self.created_at = now
+        self.last_heard = now
+        self.closed = False
+        self.close_reason = ""
+        self.stats_dropped = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.srtp is not None and self.addr is not None
+
+    # -- receive ------------------------------------------------------------
+
+    def on_ice_check(self, check: IceCheck, addr: Address, now: float) -> None:
+        if check.remote_ufrag != self.remote_ufrag:
+            return
+        self.last_heard = now
+        if self.addr is None or (check.nominated and addr != self.addr):
+            self.worker.bind_address(self, addr)
+        self.worker.send(check.response, addr)
+
+    def on_dtls(self, data: bytes, now: float) -> None:
+        self.last_heard = now
+        before = self.dtls.state
+        self.dtls.receive(data)
+        self._flush_dtls()
+        if self.dtls.state == DtlsState.CONNECTED and before != DtlsState.CONNECTED:
+            assert self.dtls.keys is not None
+            self.srtp = SrtpPair(self.dtls.keys)
+            self.worker.handshake_done(self)
+            log.info(
+                "transport connected owner=%s profile=%s cipher=%s",
+                self.owner_id,
+                self.dtls.keys.profile,
+                self.dtls.cipher,
+            )
+            for consumer in self.consumers_by_ssrc.values():
+                consumer.on_transport_ready(now)
+        elif self.dtls.state == DtlsState.FAILED:
+            self.worker.handshake_done(self)
+            self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
+        elif self.dtls.state == DtlsState.CLOSED:
+            self.worker.close_transport(self, "peer closed DTLS")
+
+    def _flush_dtls(self) -> None:
+        if self.addr is not None:
+            for datagram in self.dtls.datagrams_to_send():
+                self.worker.send(datagram, self.addr)
+
+    def on_rtp(self, data: bytes, now: float) -> None:
+        if self.srtp is None:
+            self.worker.count("rtp_before_keys")
+            return
+        try:
+            packet = self.srtp.unprotect(data)
+            header = parse_rtp_header(packet)
+        except SrtpError:
+            self.worker.count("srtp_unprotect_failed")
+            return
+        except RtpError:
+            self.worker.count("malformed_rtp")
+            return
+        self.last_heard = now
+        producer = self.producers_by_ssrc.get(header.ssrc)
+        if producer is None:
+            producer = self._bind_unknown_ssrc(packet, header.ssrc, header)
+            if producer is None:
+                self.worker.count("rtp_unknown_ssrc")
+                return
+        producer.on_rtp(packet, header, now)
+
+    def _bind_unknown_ssrc(self, packet: bytes, ssrc: int, header: object) -> Producer | None:
+        """Clients that announce no a=ssrc are demultiplexed by mid extension, or by
+        being the only unbound track on the transport (RFC 8843 section 9.2)."""
+        from sfu.wire.rtp import RtpHeader
+
+        assert isinstance(header, RtpHeader)
+        candidate: Producer | None = None
+        if self.mid_extension_id:
+            try:
+                mid = get_header_extension(packet, header, self.mid_extension_id)
+            except RtpError:
+                mid = None
+            if mid is not None:
+                candidate = self.producers_by_mid.get(mid.decode("ascii", "replace"))
+        if candidate is None:
+            unbound = [p for p in self.producers_by_mid.values() if p.ssrc is None]
+            if len(unbound) == 1:
+                candidate = unbound[0]
+        if candidate is None or candidate.ssrc is not None:
+            return None
+        candidate.bind_ssrc(ssrc)
+        self.producers_by_ssrc[ssrc] = candidate
+        return candidate
+
+    def on_rtcp(self, data: bytes, now: float) -> None:
+        if self.srtp is None:
+            self.worker.count("rtp_before_keys")
+            return
+        try:
+            packets = parse_rtcp(self.srtp.unprotect_rtcp(data))
+        except SrtpError:
+            self.worker.count("srtcp_unprotect_failed")
+            return
+        except RtcpError:
+            self.worker.count("malformed_rtcp")
+            return
+        self.last_heard = now
+        for packet in packets:
+            self._handle_rtcp(packet, now)
+
+    def _handle_rtcp(self, packet: RtcpPacket, now: float) -> None:
+        if isinstance(packet, RtcpSenderReport):
+            producer = self.producers_by_ssrc.get(packet.ssrc)
+            if producer is not None:
+                producer.on_sender_report(packet, now)
+            self._handle_report_blocks(packet.reports)
+        elif isinstance(packet, RtcpReceiverReport):
+            self._handle_report_blocks(packet.reports)
+        elif isinstance(packet, RtcpPli):
+            consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_keyframe_request(now)
+        elif isinstance(packet, RtcpFir):
+            for ssrc, _seq in packet.entries:
+                consumer = self.consumers_by_ssrc.get(ssrc)
+                if consumer is not None:
+                    consumer.on_keyframe_request(now)
+        elif isinstance(packet, RtcpNack):
+            consumer = self.consumers_by_ssrc.get(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_nack(packet.lost)
+
+    def _handle_report_blocks(self, blocks: list[ReportBlock]) -> None:
+        for block in blocks:
+            consumer = self.consumers_by_ssrc.get(block.ssrc)
+            if consumer is not None:
+                consumer.last_report = block
+
+    # -- send ---------------------------------------------------------------
+
+    def send_rtp(self, packet: bytes) -> None:
+        if self.srtp is None or self.addr is None:
+            return
+        try:
+            self.worker.send(self.srtp.protect(packet), self.addr)
+        except SrtpError:
+            self.worker.count("srtp_protect_failed")
+
+    def send_rtcp(self, packets: list[RtcpPacket]) -> None:
+        if self.srtp is None or self.addr is None:
+            return
+        # An empty RR first keeps the compound packet valid for peers without rtcp-rsize.
+        compound = serialize_rtcp([RtcpReceiverReport(self.rtcp_ssrc, []), *packets])
+        try:
+            self.worker.send(self.srtp.protect_rtcp(compound), self.addr)
+        except SrtpError:
+            self.worker.count("srtp_protect_failed")
+
+    # -- timers -------------------------------------------------------------
+
+    def on_dtls_timer(self) -> None:
+        self.dtls.handle_timeout()
+        self._flush_dtls()
+        if self.dtls.state == DtlsState.FAILED:
+            self.worker.handshake_done(self)
+            self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
+
+    def on_report_timer(self, now: float) -> None:
+        """Once a second: receiver reports for what we receive, liveness."""
+        if now - self.last_heard > SILENCE_TIMEOUT_S:
+            reason = "no ICE/DTLS within 30 s" if not self.ready else "silent for 30 s"
+            self.worker.close_transport(self, reason)
+            return
+        if not self.ready:
+            return
+        blocks = [p.stats.report_block(now) for p in self.producers_by_mid.values() if p.ssrc]
+        if blocks:
+            self.send_rtcp([RtcpReceiverReport(self.rtcp_ssrc, blocks[:31])])
+
+    def close(self, reason: str) -> None:
+        """Stop everything and wipe keys."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if self.addr is not None:
+            self.dtls.close()
+            self._flush_dtls()
+        self.srtp = None
+        for producer in self.producers_by_mid.values():
+            producer.close()
+        for consumer in self.consumers_by_ssrc.values():
+            consumer.close()

@@ -1,0 +1,154 @@
+"""The Worker owns one UDP port's worth of transports and dispatches datagrams to them.
+
+It is sans-I/O: datagrams and the time come in through `on_datagram` and the timer
+methods, and leave through the `sender` callable given by the I/O layer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from sfu.proto.dtls import DtlsCertificate
+from sfu.proto.ice import IceCredentials, answer_binding_request
+from sfu.routing.transport import Address, Transport
+from sfu.wire import stun
+from sfu.wire.demux import PacketClass, classify
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[bytes, Address], None]
+CloseListener = Callable[[Transport, str], None]
+MAX_DATAGRAM = 1500 * 2
+
+
+class Worker:
+    """Routes every datagram of the media port to its transport; counts what it drops."""
+
+    def __init__(self, sender: Sender) -> None:
+        self.sender = sender
+        self.certificate = DtlsCertificate()
+        self.dtls_context = self.certificate.create_context()
+        self.by_ufrag: dict[str, Transport] = {}
+        self.by_addr: dict[Address, Transport] = {}
+        self.handshaking: set[Transport] = set()
+        self.counters: Counter[str] = Counter()
+        self.on_transport_closed: CloseListener | None = None
+
+    def count(self, what: str) -> None:
+        self.counters[what] += 1
+
+    def send(self, data: bytes, addr: Address) -> None:
+        self.counters["datagrams_out"] += 1
+        self.sender(data, addr)
+
+    # -- transports -------------------------------------------------------
+
+    def create_transport(
+        self,
+        owner_id: str,
+        remote_ufrag: str,
+        remote_fingerprints: list[tuple[str, str]],
+        now: float,
+    ) -> Transport:
+        transport = Transport(self, owner_id, remote_ufrag, remote_fingerprints, now)
+        self.by_ufrag[transport.ice.ufrag] = transport
+        return transport
+
+    def bind_address(self, transport: Transport, addr: Address) -> None:
+        """ICE validated addr for transport; it now owns that address."""
+        if transport.addr is not None and self.by_addr.get(transport.addr) is transport:
+            del self.by_addr[transport.addr]
+        previous = self.by_addr.get(addr)
+        if previous is not None and previous is not transport:
+            previous.addr = None
+        transport.addr = addr
+        self.by_addr[addr] = transport
+        if transport.srtp is None:
+            self.handshaking.add(transport)
+
+    def handshake_done(self, transport: Transport) -> None:
+        self.handshaking.discard(transport)
+
+    def close_transport(self, transport: Transport, reason: str) -> None:
+        if transport.closed:
+            return
+        log.info("transport closed owner=%s reason=%s", transport.owner_id, reason)
+        transport.close(reason)
+        self.by_ufrag.pop(transport.ice.ufrag, None)
+        if transport.addr is not None and self.by_addr.get(transport.addr) is transport:
+            del self.by_addr[transport.addr]
+        self.handshaking.discard(transport)
+        if self.on_transport_closed is not None:
+            self.on_transport_closed(transport, reason)
+
+    def _credentials_for(self, ufrag: str) -> IceCredentials | None:
+        transport = self.by_ufrag.get(ufrag)
+        return transport.ice if transport is not None else None
+
+    # -- datagrams --------------------------------------------------------
+
+    def on_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram; never raises: anything wrong is counted and dropped."""
+        self.counters["datagrams_in"] += 1
+        try:
+            self._dispatch(data, addr, now)
+        except Exception:  # a datagram handler must survive any input
+            self.count("handler_errors")
+            log.exception("datagram handler error from=%s:%d", addr[0], addr[1])
+
+    def _dispatch(self, data: bytes, addr: Address, now: float) -> None:
+        if len(data) > MAX_DATAGRAM:
+            self.count("oversized")
+            return
+        kind = classify(data)
+        if kind == PacketClass.STUN:
+            self._on_stun(data, addr, now)
+            return
+        transport = self.by_addr.get(addr)
+        if transport is None:
+            self.count("unknown_sender")
+            return
+        if kind == PacketClass.DTLS:
+            transport.on_dtls(data, now)
+        elif kind == PacketClass.RTP:
+            transport.on_rtp(data, now)
+        elif kind == PacketClass.RTCP:
+            transport.on_rtcp(data, now)
+        else:
+            self.count("unknown_class")
+
+    def _on_stun(self, data: bytes, addr: Address, now: float) -> None:
+        try:
+            msg = stun.parse_stun(data)
+        except stun.StunError:
+            self.count("malformed_stun")
+            return
+        if msg.message_type == stun.BINDING_INDICATION:
+            # Keepalives (e.g. GStreamer's, without credentials) count as liveness only.
+            transport = self.by_addr.get(addr)
+            if transport is not None:
+                transport.last_heard = now
+            return
+        check = answer_binding_request(data, msg, addr, self._credentials_for)
+        if check is None:
+            self.count("stun_rejected")
+            return
+        transport = self.by_ufrag.get(check.local_ufrag)
+        if transport is not None:
+            transport.on_ice_check(check, addr, now)
+
+    # -- timers -----------------------------------------------------------
+
+    def on_dtls_timer(self, now: float) -> None:
+        """Called often (every ~50 ms): DTLS handshake retransmissions."""
+        for transport in list(self.handshaking):
+            timeout = transport.dtls.get_timeout()
+            if timeout is not None and timeout <= 0:
+                transport.on_dtls_timer()
+
+    def on_report_timer(self, now: float) -> None:
+        """Called every second: RTCP reports and liveness of every transport."""
+        for transport in list(self.by_ufrag.values()):
+            transport.on_report_timer(now)

@@ -1,0 +1,72 @@
+"""The HTTPS application: demo page, WebSocket signaling, WHIP/WHEP, health."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from sfu.control import MediaService
+from signaling import whip
+from signaling.tokens import SigningKeys
+from signaling.ws import KEYS, MEDIA, handle_websocket
+
+STATIC_DIR = Path(__file__).parent / "static"
+READY: web.AppKey[bool] = web.AppKey("ready", bool)
+
+# The page loads only its own scripts; media and signaling go to this origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; connect-src 'self' wss:; media-src 'self' blob: mediastream:; "
+        "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@web.middleware
+async def _security_headers(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    response = await handler(request)
+    for key, value in _PAGE_HEADERS.items():
+        response.headers.setdefault(key, value)
+    response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    return response
+
+
+async def _index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    if not request.app[READY]:
+        return web.json_response({"status": "starting"}, status=503)
+    return web.json_response({"status": "ok", **request.app[MEDIA].stats()})
+
+
+def create_app(media: MediaService, keys: SigningKeys) -> web.Application:
+    app = web.Application(middlewares=[_security_headers], client_max_size=256 * 1024)
+    app[MEDIA] = media
+    app[KEYS] = keys
+    app[READY] = False
+
+    async def on_startup(app: web.Application) -> None:
+        await media.start()
+        app[READY] = True
+
+    async def on_cleanup(app: web.Application) -> None:
+        app[READY] = False
+        await media.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    app.router.add_get("/", _index)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/ws", handle_websocket)
+    app.router.add_static("/static/", STATIC_DIR)
+    whip.add_routes(app)
+    return app

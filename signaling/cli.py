@@ -1,0 +1,135 @@
+"""The `sfu` command: serve, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from sfu.control import MediaService
+from signaling.app import create_app
+from signaling.tls import ensure_dev_certificate, server_ssl_context
+from signaling.tokens import ROLE_GRANTS, SigningKeys
+
+log = logging.getLogger("sfu")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"SFU_{name}", default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sfu", description="Secure WebRTC SFU")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", default=_env("HOST", "127.0.0.1"), help="HTTPS listen address")
+    serve.add_argument("--port", type=int, default=int(_env("PORT", "8443")), help="HTTPS port")
+    serve.add_argument(
+        "--media-port", type=int, default=int(_env("MEDIA_PORT", "40000")), help="UDP media port"
+    )
+    serve.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    serve.add_argument(
+        "--public-ip",
+        default=_env("PUBLIC_IP", "") or None,
+        help="address clients reach media at (default: --host); media then binds all interfaces",
+    )
+    serve.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM)")
+    serve.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
+
+    token = sub.add_parser("token", help="print a signed access token")
+    token.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True)
+    token.add_argument("--name", default=None, help="display name (default: identity)")
+    token.add_argument("--role", choices=sorted(ROLE_GRANTS), default="participant")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+    data_dir: Path = args.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    announced = args.public_ip or args.host
+    try:
+        if ipaddress.ip_address(announced).is_unspecified:
+            log.error("--host %s is not reachable by clients: pass --public-ip", announced)
+            return 2
+    except ValueError:
+        log.error("--public-ip must be an IP address, got %r", announced)
+        return 2
+    if (args.cert is None) != (args.key is None):
+        log.error("--cert and --key go together")
+        return 2
+    if args.cert is None:
+        extra = [args.public_ip] if args.public_ip else []
+        cert, key = ensure_dev_certificate(data_dir, extra)
+    else:
+        cert, key = args.cert, args.key
+    ssl_context = server_ssl_context(cert, key)
+    keys = SigningKeys.load_or_create(data_dir)
+    media_host = ("::" if ":" in announced else "0.0.0.0") if args.public_ip else args.host
+    media = MediaService(media_host, args.media_port, announced)
+    app = create_app(media, keys)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"https://{url_host}:{args.port}/"
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context)
+        await site.start()
+        log.info("listening url=%s media_port=%d cert=%s", url, media.media_port, cert)
+        print(f"SFU ready at {url}  (media udp/{media.media_port}, certificate {cert})", flush=True)
+        print(
+            f"Join link: {url}#token=$(.venv/bin/sfu token --data-dir {data_dir} "
+            "--room demo --identity alice)",
+            flush=True,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    keys = SigningKeys.load_or_create(args.data_dir)
+    try:
+        token = keys.issue(
+            identity=args.identity, room=args.room, role=args.role, ttl_s=args.ttl, name=args.name
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    return _token(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

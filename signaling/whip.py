@@ -1,0 +1,164 @@
+"""WHIP (RFC 9725) ingest and WHEP egress over HTTPS.
+
+A POST creates a session from an SDP offer and answers 201 with the SDP answer and a
+Location; DELETE on that location ends it. The resource URL holds 128 random bits,
+so it is a capability: only who created the session knows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from sfu.control import MediaError, MediaService, RoomEvent, SessionClosed, SessionPolicy
+from signaling.tokens import AccessToken, SigningKeys, TokenError
+from signaling.ws import KEYS, MEDIA
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 64 * 1024
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, Link, ETag, Accept-Patch",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@dataclass(slots=True)
+class Resource:
+    session_id: str
+    room: str
+    kind: str  # "whip" | "whep"
+
+
+RESOURCES: web.AppKey[dict[str, Resource]] = web.AppKey("whip_resources", dict)
+
+
+def _error(status: int, message: str) -> web.Response:
+    headers = dict(CORS_HEADERS)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="sfu"'
+    return web.Response(status=status, text=message + "\n", headers=headers)
+
+
+def _authorize(request: web.Request, room: str, grant: str) -> AccessToken | web.Response:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return _error(401, "missing bearer token")
+    keys: SigningKeys = request.app[KEYS]
+    try:
+        access = keys.verify(token.strip())
+    except TokenError as exc:
+        return _error(401, exc.message)
+    try:
+        access.require(room, grant)
+    except TokenError as exc:
+        return _error(403, exc.message)
+    return access
+
+
+async def handle_options(request: web.Request) -> web.Response:
+    headers = dict(CORS_HEADERS)
+    headers["Accept-Post"] = "application/sdp"
+    return web.Response(status=204, headers=headers)
+
+
+async def _create(request: web.Request, kind: str) -> web.Response:
+    room = request.match_info["room"]
+    access = _authorize(request, room, "publish" if kind == "whip" else "subscribe")
+    if isinstance(access, web.Response):
+        return access
+    if request.content_type != "application/sdp":
+        return _error(415, "Content-Type must be application/sdp")
+    if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
+        return _error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
+    body = await request.content.read(MAX_OFFER_BYTES + 1)
+    if len(body) > MAX_OFFER_BYTES:
+        return _error(413, f"offer larger than {MAX_OFFER_BYTES} bytes")
+    try:
+        offer = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "offer is not UTF-8 text")
+    media: MediaService = request.app[MEDIA]
+    resources = request.app[RESOURCES]
+    resource_id = secrets.token_urlsafe(16)
+
+    def on_event(event: RoomEvent) -> None:
+        if isinstance(event, SessionClosed):
+            resources.pop(resource_id, None)
+
+    if kind == "whip":
+        policy = SessionPolicy(can_publish=True, can_subscribe=False, prefer_bundle=True)
+    else:
+        policy = SessionPolicy(
+            can_publish=False,
+            can_subscribe=True,
+            prefer_bundle=True,
+            announce=False,
+            follow=True,
+            follow_identity=request.match_info.get("identity"),
+        )
+    session = media.open_session(room, access.identity, access.name, policy, on_event)
+    try:
+        result = media.negotiate(session.session_id, offer, {})
+    except MediaError as exc:
+        media.close_session(session.session_id, "offer refused")
+        return _error(403 if exc.code == "forbidden" else 400, exc.message)
+    usable = result.published if kind == "whip" else "a=sendonly" in result.sdp
+    if not usable:
+        media.close_session(session.session_id, "offer refused")
+        reasons = "; ".join(text for _code, text in result.warnings) or "no usable m-section"
+        return _error(400, f"nothing to {'publish' if kind == 'whip' else 'receive'}: {reasons}")
+    resources[resource_id] = Resource(session.session_id, room, kind)
+    location = f"/resource/{resource_id}"
+    headers = dict(CORS_HEADERS)
+    headers["Location"] = location
+    headers["Content-Type"] = "application/sdp"
+    log.info("%s session created room=%s identity=%s", kind, room, access.identity)
+    return web.Response(status=201, body=result.sdp.encode(), headers=headers)
+
+
+async def handle_whip(request: web.Request) -> web.Response:
+    return await _create(request, "whip")
+
+
+async def handle_whep(request: web.Request) -> web.Response:
+    return await _create(request, "whep")
+
+
+async def handle_resource_delete(request: web.Request) -> web.Response:
+    resource = request.app[RESOURCES].pop(request.match_info["resource"], None)
+    if resource is None:
+        return _error(404, "no such WHIP/WHEP session")
+    request.app[MEDIA].close_session(resource.session_id, "deleted by client")
+    return web.Response(status=200, headers=CORS_HEADERS)
+
+
+async def handle_resource_patch(request: web.Request) -> web.Response:
+    if request.match_info["resource"] not in request.app[RESOURCES]:
+        return _error(404, "no such WHIP/WHEP session")
+    headers = dict(CORS_HEADERS)
+    headers["Allow"] = "DELETE, OPTIONS"
+    # The SFU is ICE-lite with a single host candidate: trickle and restarts are not needed.
+    return web.Response(
+        status=405, text="trickle ICE and ICE restart are not supported\n", headers=headers
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app[RESOURCES] = {}
+    app.router.add_post("/whip/{room}", handle_whip)
+    app.router.add_options("/whip/{room}", handle_options)
+    app.router.add_post("/whep/{room}", handle_whep)
+    app.router.add_post("/whep/{room}/{identity}", handle_whep)
+    app.router.add_options("/whep/{room}", handle_options)
+    app.router.add_options("/whep/{room}/{identity}", handle_options)
+    app.router.add_delete("/resource/{resource}", handle_resource_delete)
+    app.router.add_patch("/resource/{resource}", handle_resource_patch)
+    app.router.add_options("/resource/{resource}", handle_options)
