@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sfu.io.udp import MediaPort
 from sfu.routing.room import Room
 from sfu.routing.session import MediaAddress, Session, SessionPolicy
-from sfu.routing.transport import Transport
+from sfu.routing.transport import PEER_CLOSED, Transport
 from sfu.routing.types import (
     MediaError,
     MidIntent,
@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 class MediaService:
     """Rooms and sessions on one media port."""
 
-    def __init__(self, bind_host: str, media_port: int, announced_ip: str) -> None:
-        self.media = MediaPort(bind_host, media_port)
+    def __init__(
+        self, bind_host: str, media_port: int, announced_ip: str, silence_timeout_s: float = 30.0
+    ) -> None:
+        self.media = MediaPort(bind_host, media_port, silence_timeout_s)
         self.announced_ip = announced_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
@@ -134,7 +136,8 @@ class MediaService:
         if session is None or session.closed or reason == "m-section closed":
             return
         # A dead transport (timeout, DTLS failure, fingerprint mismatch) ends the session.
-        log.warning("media transport failed session=%s reason=%s", session.session_id, reason)
+        level = logging.INFO if reason == PEER_CLOSED else logging.WARNING
+        log.log(level, "media transport ended session=%s reason=%s", session.session_id, reason)
         session.notify(SessionClosed(reason))
         self.close_session(session.session_id, reason)
 

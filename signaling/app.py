@@ -9,8 +9,9 @@ from aiohttp import web
 
 from sfu.control import MediaService
 from signaling import whip
+from signaling.rooms import RoomSettingsFile
 from signaling.tokens import SigningKeys
-from signaling.ws import KEYS, MEDIA, handle_websocket
+from signaling.ws import KEYS, MEDIA, ROOMS, handle_websocket
 
 STATIC_DIR = Path(__file__).parent / "static"
 READY: web.AppKey[bool] = web.AppKey("ready", bool)
@@ -48,10 +49,11 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", **request.app[MEDIA].stats()})
 
 
-def create_app(media: MediaService, keys: SigningKeys) -> web.Application:
+def create_app(media: MediaService, keys: SigningKeys, rooms: RoomSettingsFile) -> web.Application:
     app = web.Application(middlewares=[_security_headers], client_max_size=256 * 1024)
     app[MEDIA] = media
     app[KEYS] = keys
+    app[ROOMS] = rooms
     app[READY] = False
 
     async def on_startup(app: web.Application) -> None:

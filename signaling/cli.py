@@ -14,6 +14,7 @@ from aiohttp import web
 
 from sfu.control import MediaService
 from signaling.app import create_app
+from signaling.rooms import RoomSettingsError, RoomSettingsFile
 from signaling.tls import ensure_dev_certificate, server_ssl_context
 from signaling.tokens import ROLE_GRANTS, SigningKeys
 
@@ -42,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--cert", type=Path, default=None, help="TLS certificate (PEM)")
     serve.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
+    serve.add_argument(
+        "--media-timeout",
+        type=float,
+        default=float(_env("MEDIA_TIMEOUT", "30")),
+        help="seconds of media silence (no ICE, DTLS or RTP) after which a peer is removed",
+    )
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
     token = sub.add_parser("token", help="print a signed access token")
@@ -80,8 +87,13 @@ def _serve(args: argparse.Namespace) -> int:
     ssl_context = server_ssl_context(cert, key)
     keys = SigningKeys.load_or_create(data_dir)
     media_host = ("::" if ":" in announced else "0.0.0.0") if args.public_ip else args.host
-    media = MediaService(media_host, args.media_port, announced)
-    app = create_app(media, keys)
+    try:
+        rooms = RoomSettingsFile(data_dir / "rooms.toml")
+    except RoomSettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    media = MediaService(media_host, args.media_port, announced, args.media_timeout)
+    app = create_app(media, keys, rooms)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"https://{url_host}:{args.port}/"
 

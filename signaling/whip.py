@@ -15,11 +15,11 @@ from aiohttp import web
 
 from sfu.control import MediaError, MediaService, RoomEvent, SessionClosed, SessionPolicy
 from signaling.tokens import AccessToken, SigningKeys, TokenError
-from signaling.ws import KEYS, MEDIA
+from signaling.ws import KEYS, MEDIA, ROOMS
 
 log = logging.getLogger(__name__)
 
-MAX_OFFER_BYTES = 64 * 1024
+MAX_OFFER_BYTES = 256 * 1024
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
@@ -93,13 +93,17 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         if isinstance(event, SessionClosed):
             resources.pop(resource_id, None)
 
+    allow_bundle = request.app[ROOMS].for_room(room).allow_bundle
     if kind == "whip":
-        policy = SessionPolicy(can_publish=True, can_subscribe=False, prefer_bundle=True)
+        policy = SessionPolicy(
+            can_publish=True, can_subscribe=False, prefer_bundle=True, allow_bundle=allow_bundle
+        )
     else:
         policy = SessionPolicy(
             can_publish=False,
             can_subscribe=True,
             prefer_bundle=True,
+            allow_bundle=allow_bundle,
             announce=False,
             follow=True,
             follow_identity=request.match_info.get("identity"),
@@ -110,7 +114,7 @@ async def _create(request: web.Request, kind: str) -> web.Response:
     except MediaError as exc:
         media.close_session(session.session_id, "offer refused")
         return _error(403 if exc.code == "forbidden" else 400, exc.message)
-    usable = result.published if kind == "whip" else "a=sendonly" in result.sdp
+    usable = result.published if kind == "whip" else result.receiving
     if not usable:
         media.close_session(session.session_id, "offer refused")
         reasons = "; ".join(text for _code, text in result.warnings) or "no usable m-section"

@@ -22,12 +22,14 @@ from sfu.control import (
     TrackPublished,
     TrackUnpublished,
 )
+from signaling.rooms import RoomSettingsFile
 from signaling.tokens import AccessToken, SigningKeys, TokenError
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_MIDS = 128
 JOIN_TIMEOUT_S = 10.0
 HEARTBEAT_S = 10.0
 CLOSE_UNAUTHORIZED = 4401
@@ -63,8 +65,8 @@ def _event_json(event: RoomEvent) -> dict[str, Any]:
 def _parse_intents(raw: object) -> dict[str, MidIntent]:
     if raw is None:
         return {}
-    if not isinstance(raw, dict) or len(raw) > 64:
-        raise ProtocolError("bad_message", "mids must be an object of at most 64 entries")
+    if not isinstance(raw, dict) or len(raw) > MAX_MIDS:
+        raise ProtocolError("bad_message", f"mids must be an object of at most {MAX_MIDS} entries")
     intents: dict[str, MidIntent] = {}
     for mid, value in raw.items():
         if not isinstance(value, dict):
@@ -81,10 +83,17 @@ def _parse_intents(raw: object) -> dict[str, MidIntent]:
 class Connection:
     """One client's WebSocket: parses messages, drives its media session."""
 
-    def __init__(self, ws: web.WebSocketResponse, media: MediaService, keys: SigningKeys) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        media: MediaService,
+        keys: SigningKeys,
+        rooms: RoomSettingsFile,
+    ) -> None:
         self.ws = ws
         self.media = media
         self.keys = keys
+        self.rooms = rooms
         self.token: AccessToken | None = None
         self.session_id: str | None = None
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -219,7 +228,9 @@ class Connection:
             raise ProtocolError("forbidden", exc.message, CLOSE_FORBIDDEN) from exc
         self.token = access
         policy = SessionPolicy(
-            can_publish="publish" in access.grants, can_subscribe="subscribe" in access.grants
+            can_publish="publish" in access.grants,
+            can_subscribe="subscribe" in access.grants,
+            allow_bundle=self.rooms.for_room(access.room).allow_bundle,
         )
         session = self.media.open_session(
             access.room, access.identity, access.name, policy, self.on_event
@@ -278,7 +289,7 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
     # not a dropped connection.
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4 * MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    connection = Connection(ws, request.app[MEDIA], request.app[KEYS])
+    connection = Connection(ws, request.app[MEDIA], request.app[KEYS], request.app[ROOMS])
     await connection.run()
     if not ws.closed:
         await ws.close(code=connection.close_code or 1000)
@@ -287,3 +298,4 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
 
 MEDIA: web.AppKey[MediaService] = web.AppKey("media", MediaService)
 KEYS: web.AppKey[SigningKeys] = web.AppKey("keys", SigningKeys)
+ROOMS: web.AppKey[RoomSettingsFile] = web.AppKey("rooms", RoomSettingsFile)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -156,5 +155,3 @@ async def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.1) ->
             return True
         await asyncio.sleep(interval_s)
     return bool(predicate())
-
-

@@ -36,10 +36,10 @@ class _Protocol(asyncio.DatagramProtocol):
 class MediaPort:
     """Owns the UDP socket and drives the Worker's timers."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, silence_timeout_s: float) -> None:
         self.host = host
         self.port = port
-        self.worker = Worker(self._send)
+        self.worker = Worker(self._send, silence_timeout_s)
         self._transport: asyncio.DatagramTransport | None = None
         self._timers: list[asyncio.Task[None]] = []
 

@@ -200,7 +200,12 @@ class Session:
             self.room.unpublish(producer, self, now)
         for producer in new_producers:
             self.room.publish(producer, self, now)
-        return NegotiationResult(sdp, [p.info for p in self.producers.values()], warnings)
+        return NegotiationResult(
+            sdp,
+            published=[p.info for p in self.producers.values()],
+            warnings=warnings,
+            receiving=len(self.consumers),
+        )
 
     def _validate(self, offer: SessionDescription) -> None:
         for index, section in enumerate(offer.media):

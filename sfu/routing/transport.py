@@ -35,9 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-# A transport that has not finished ICE+DTLS by then, or has heard nothing for this
-# long (consent freshness, RFC 7675, sends a check every ~5 s), is dead.
-SILENCE_TIMEOUT_S = 30.0
+PEER_CLOSED = "peer closed DTLS"
 
 
 class Transport:
@@ -105,7 +103,7 @@ class Transport:
             self.worker.handshake_done(self)
             self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
         elif self.dtls.state == DtlsState.CLOSED:
-            self.worker.close_transport(self, "peer closed DTLS")
+            self.worker.close_transport(self, PEER_CLOSED)
 
     def _flush_dtls(self) -> None:
         if self.addr is not None:
@@ -233,8 +231,10 @@ class Transport:
 
     def on_report_timer(self, now: float) -> None:
         """Once a second: receiver reports for what we receive, liveness."""
-        if now - self.last_heard > SILENCE_TIMEOUT_S:
-            reason = "no ICE/DTLS within 30 s" if not self.ready else "silent for 30 s"
+        timeout = self.worker.silence_timeout_s
+        if now - self.last_heard > timeout:
+            what = "no ICE/DTLS" if not self.ready else "silent"
+            reason = f"{what} for {timeout:g} s"
             self.worker.close_transport(self, reason)
             return
         if not self.ready:

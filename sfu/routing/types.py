@@ -90,5 +90,6 @@ class MidIntent:
 class NegotiationResult:
     sdp: str
     published: list[TrackInfo] = field(default_factory=list)
+    receiving: int = 0  # m-sections on which the client will receive media
     # Per m-section problems that did not fail the whole offer: (code, message).
     warnings: list[tuple[str, str]] = field(default_factory=list)

@@ -21,13 +21,17 @@ log = logging.getLogger(__name__)
 Sender = Callable[[bytes, Address], None]
 CloseListener = Callable[[Transport, str], None]
 MAX_DATAGRAM = 1500 * 2
+# A transport that has not finished ICE+DTLS by then, or has heard nothing for this
+# long (consent freshness, RFC 7675, sends a check every ~5 s), is dead.
+SILENCE_TIMEOUT_S = 30.0
 
 
 class Worker:
     """Routes every datagram of the media port to its transport; counts what it drops."""
 
-    def __init__(self, sender: Sender) -> None:
+    def __init__(self, sender: Sender, silence_timeout_s: float = SILENCE_TIMEOUT_S) -> None:
         self.sender = sender
+        self.silence_timeout_s = silence_timeout_s
         self.certificate = DtlsCertificate()
         self.dtls_context = self.certificate.create_context()
         self.by_ufrag: dict[str, Transport] = {}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-MAX_SDP_BYTES = 64 * 1024
-MAX_MEDIA_SECTIONS = 64
+# A browser offer grows by ~3-5 KB per subscribed track (every codec listed again).
+MAX_SDP_BYTES = 256 * 1024
+MAX_MEDIA_SECTIONS = 128
 _LINE = re.compile(r"^([a-z])=(.*)$")
 
 

@@ -76,7 +76,9 @@ async def test_udp_garbage_flood_does_not_disturb_a_live_call(
         before_video, before_audio = got["video"], got["audio"]
         senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
         try:
-            for i, datagram in enumerate(garbage_datagrams(10_000, seed=int.from_bytes(os.urandom(2)))):
+            for i, datagram in enumerate(
+                garbage_datagrams(10_000, seed=int.from_bytes(os.urandom(2)))
+            ):
                 senders[i % 4].sendto(datagram, ("127.0.0.1", sfu_server.media_port))
                 if i % 200 == 199:
                     await asyncio.sleep(0.01)  # let the call's own packets interleave
@@ -90,9 +92,12 @@ async def test_udp_garbage_flood_does_not_disturb_a_live_call(
         async with http.get(base + "healthz") as resp:
             assert resp.status == 200
             health = await resp.json()
-        assert health.get("unknown_sender", 0) + health.get("stun_rejected", 0) + health.get(
-            "malformed_stun", 0
-        ) >= 9_000
+        assert (
+            health.get("unknown_sender", 0)
+            + health.get("stun_rejected", 0)
+            + health.get("malformed_stun", 0)
+            >= 9_000
+        )
         assert health.get("handler_errors", 0) == 0
     finally:
         await sub.close(http)

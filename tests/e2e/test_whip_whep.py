@@ -110,25 +110,35 @@ async def test_whip_errors_are_exact(sfu_server: SfuServer, http: aiohttp.Client
     assert status == 401 and "bearer" in text.lower()
     assert headers["WWW-Authenticate"].startswith("Bearer")
 
-    status, text, _ = await _post(http, url, offer, {**OFFER_HEADERS, "Authorization": "Bearer x.y.z"})
+    status, text, _ = await _post(
+        http, url, offer, {**OFFER_HEADERS, "Authorization": "Bearer x.y.z"}
+    )
     assert status == 401
 
     keys = SigningKeys.load_or_create(sfu_server.data_dir)
     expired = keys.issue(identity="cam", room="room-e", ttl_s=60, now=time.time() - 3600)
-    status, text, _ = await _post(http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {expired}"})
+    status, text, _ = await _post(
+        http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {expired}"}
+    )
     assert status == 401 and "expired" in text
 
     foreign_key_dir = Path(sfu_server.data_dir.parent / "foreign-keys")
     forged = SigningKeys.load_or_create(foreign_key_dir).issue(identity="cam", room="room-e")
-    status, _, _ = await _post(http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {forged}"})
+    status, _, _ = await _post(
+        http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {forged}"}
+    )
     assert status == 401
 
     other_room = sfu_server.token("elsewhere", "cam")
-    status, text, _ = await _post(http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {other_room}"})
+    status, text, _ = await _post(
+        http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {other_room}"}
+    )
     assert status == 403 and "room" in text
 
     viewer = sfu_server.token("room-e", "tv", role="viewer")
-    status, _, _ = await _post(http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {viewer}"})
+    status, _, _ = await _post(
+        http, url, offer, {**OFFER_HEADERS, "Authorization": f"Bearer {viewer}"}
+    )
     assert status == 403
 
     auth = {"Authorization": f"Bearer {good}"}
@@ -138,7 +148,10 @@ async def test_whip_errors_are_exact(sfu_server: SfuServer, http: aiohttp.Client
     status, text, _ = await _post(http, url, "not sdp at all", {**OFFER_HEADERS, **auth})
     assert status == 400 and "v=0" in text
 
-    no_ice = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=setup:actpass\r\n"
+    no_ice = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=setup:actpass\r\n"
+    )
     status, text, _ = await _post(http, url, no_ice, {**OFFER_HEADERS, **auth})
     assert status == 400 and "ICE" in text
 

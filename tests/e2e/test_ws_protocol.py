@@ -25,7 +25,9 @@ async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def connect(http: aiohttp.ClientSession, server: SfuServer) -> Ws:
-    return await http.ws_connect(server.base_url + "/ws", timeout=aiohttp.ClientWSTimeout(ws_close=5))
+    return await http.ws_connect(
+        server.base_url + "/ws", timeout=aiohttp.ClientWSTimeout(ws_close=5)
+    )
 
 
 async def recv(ws: Ws, timeout: float = 5.0) -> dict[str, Any]:
@@ -68,7 +70,7 @@ async def test_malformed_messages_get_errors_and_the_connection_stays_usable(
         ('{"type": "offer", "sdp": "v=0"}', "not_joined"),
         ('{"type": "join", "token": "x"}', "bad_message"),
         ('{"type": "join", "version": 99, "token": "x"}', "unsupported_version"),
-        (json.dumps({"type": "ping", "pad": "x" * 70_000}), "too_large"),
+        (json.dumps({"type": "ping", "pad": "x" * 270_000}), "too_large"),
     ]
     for text, code in cases:
         await ws.send_str(text)
@@ -142,7 +144,9 @@ async def test_a_client_that_stops_answering_pings_is_removed(
     await join(alice, sfu_server.token("ws-d", "alice"))
     # autoping off and never reading: the server's pings go unanswered.
     ghost = await http.ws_connect(sfu_server.base_url + "/ws", autoping=False)
-    await ghost.send_json({"type": "join", "version": 1, "token": sfu_server.token("ws-d", "ghost")})
+    await ghost.send_json(
+        {"type": "join", "version": 1, "token": sfu_server.token("ws-d", "ghost")}
+    )
     assert (await recv_type(alice, "participant_joined"))["participant"]["identity"] == "ghost"
     left = await recv_type(alice, "participant_left", timeout=25)
     assert left["identity"] == "ghost"
@@ -153,9 +157,10 @@ async def test_a_client_that_stops_answering_pings_is_removed(
 async def test_viewer_offer_to_publish_is_refused_but_connection_lives(
     http: aiohttp.ClientSession, sfu_server: SfuServer
 ) -> None:
-    from tests.peers import use_loopback_only
     from aiortc import RTCConfiguration, RTCPeerConnection
     from aiortc.mediastreams import AudioStreamTrack
+
+    from tests.peers import use_loopback_only
 
     use_loopback_only()
     ws = await connect(http, sfu_server)

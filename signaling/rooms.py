@@ -1,0 +1,100 @@
+"""Per-room settings from <data-dir>/rooms.toml, reloaded when the file changes.
+
+    [defaults]
+    allow_bundle = true        # accept clients that bundle audio and video on one transport
+
+    [rooms."board-meeting"]
+    allow_bundle = false       # every channel on its own DTLS transport, or no entry
+
+A file that does not parse never leaves the server without settings: the last valid
+ones stay in force and the error is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class RoomSettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSettings:
+    allow_bundle: bool = True
+
+
+def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
+    if not isinstance(table, dict):
+        raise RoomSettingsError(f"{where} must be a table")
+    known = {f.name: f.type for f in fields(RoomSettings)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise RoomSettingsError(f"{where}: unknown setting {key!r}")
+        if not isinstance(value, bool):
+            raise RoomSettingsError(f"{where}.{key} must be true or false")
+        values[key] = value
+    return RoomSettings(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **values})
+
+
+def parse_room_settings(text: str) -> tuple[RoomSettings, dict[str, RoomSettings]]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RoomSettingsError(str(exc)) from exc
+    unknown = set(document) - {"defaults", "rooms"}
+    if unknown:
+        raise RoomSettingsError(f"unknown top-level table(s): {', '.join(sorted(unknown))}")
+    defaults = _settings(document.get("defaults", {}), "defaults", RoomSettings())
+    rooms_table = document.get("rooms", {})
+    if not isinstance(rooms_table, dict):
+        raise RoomSettingsError("rooms must be a table")
+    rooms = {
+        name: _settings(table, f'rooms."{name}"', defaults) for name, table in rooms_table.items()
+    }
+    return defaults, rooms
+
+
+class RoomSettingsFile:
+    """Settings for each room, from a TOML file that may change while the server runs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._mtime_ns: int | None = None
+        self._defaults = RoomSettings()
+        self._rooms: dict[str, RoomSettings] = {}
+        self.load(strict=True)
+
+    def load(self, strict: bool = False) -> None:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._mtime_ns, self._defaults, self._rooms = None, RoomSettings(), {}
+            return
+        if stat.st_mtime_ns == self._mtime_ns:
+            return
+        try:
+            defaults, rooms = parse_room_settings(self.path.read_text(encoding="utf-8"))
+        except (RoomSettingsError, OSError, UnicodeDecodeError) as exc:
+            if strict:
+                raise RoomSettingsError(f"{self.path}: {exc}") from exc
+            log.error(
+                "room settings not reloaded, keeping the last valid ones file=%s error=%s",
+                self.path,
+                exc,
+            )
+            self._mtime_ns = stat.st_mtime_ns
+            return
+        self._mtime_ns, self._defaults, self._rooms = stat.st_mtime_ns, defaults, rooms
+        log.info("room settings loaded file=%s rooms=%d", self.path, len(rooms))
+
+    def for_room(self, room: str) -> RoomSettings:
+        self.load()
+        return self._rooms.get(room, self._defaults)
