@@ -184,13 +184,17 @@ class DtlsServer:
         self.state = DtlsState.CONNECTED
 
     def _fingerprint_matches(self, der: bytes) -> bool:
-        for algo, expected in self.remote_fingerprints:
-            hash_algo = _HASHES.get(algo)
-            if hash_algo is not None and hmac.compare_digest(
-                _fingerprint(der, hash_algo), expected
-            ):
-                return True
-        return False
+        # RFC 8122 section 5: compare with the strongest hash function offered.
+        offered = [algo for algo, _ in self.remote_fingerprints if algo in _HASHES]
+        if not offered:
+            return False
+        strongest = max(offered, key=list(_HASHES).index)
+        actual = _fingerprint(der, _HASHES[strongest])
+        return any(
+            hmac.compare_digest(actual, expected)
+            for algo, expected in self.remote_fingerprints
+            if algo == strongest
+        )
 
     def _read_application_data(self) -> None:
         # WebRTC sends no DTLS application data on media transports; drain and notice close.

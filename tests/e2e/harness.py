@@ -71,6 +71,7 @@ class SfuServer:
     port: int
     media_port: int
     log_path: Path
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,6 +96,7 @@ class SfuServer:
             str(self.media_port),
             "--data-dir",
             str(self.data_dir),
+            *self.extra_args,
         ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:
