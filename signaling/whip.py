@@ -114,6 +114,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
     except MediaError as exc:
         media.close_session(session.session_id, "offer refused")
         return _error(403 if exc.code == "forbidden" else 400, exc.message)
+    except Exception:
+        log.exception("%s negotiation failed room=%s", kind, room)
+        media.close_session(session.session_id, "internal error")
+        return _error(500, "internal error; the session was not created")
     usable = result.published if kind == "whip" else result.receiving
     if not usable:
         media.close_session(session.session_id, "offer refused")

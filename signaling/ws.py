@@ -36,6 +36,9 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_JOIN_TIMEOUT = 4408
 CLOSE_SESSION_ENDED = 4410
+CLOSE_TOO_SLOW = 4429
+# Messages waiting for a client that does not read; past this it is cut off.
+MAX_OUTBOX = 1000
 
 
 class ProtocolError(Exception):
@@ -102,7 +105,7 @@ class Connection:
 
     # Room events arrive synchronously from the media plane; the writer task sends them.
     def on_event(self, event: RoomEvent) -> None:
-        self.outbox.put_nowait(_event_json(event))
+        self.send(_event_json(event))
         if isinstance(event, SessionClosed):
             self.session_id = None
             self.close_code = CLOSE_SESSION_ENDED
@@ -121,7 +124,16 @@ class Connection:
             await self.ws.close(code=self.close_code)
 
     def send(self, message: dict[str, Any]) -> None:
+        if self.outbox.qsize() >= MAX_OUTBOX:
+            if self.close_code is None:
+                log.warning("signaling client too slow, closing identity=%s", self._identity())
+                self.close_code = CLOSE_TOO_SLOW
+                self.outbox.put_nowait(None)
+            return
         self.outbox.put_nowait(message)
+
+    def _identity(self) -> str:
+        return self.token.identity if self.token is not None else "-"
 
     def error(self, code: str, message: str, request: str | None = None) -> None:
         body: dict[str, Any] = {"type": "error", "code": code, "message": message}

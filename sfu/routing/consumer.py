@@ -54,6 +54,7 @@ class Consumer:
         self._last_ts = 0
         self._last_sent_at = 0.0
         self._synced = False
+        self._first_seq = 0  # first out seq of the current source: older NACKs are stale
         self.packets_sent = 0
         self.octets_sent = 0
         self.nacks_answered = 0
@@ -93,6 +94,7 @@ class Consumer:
         self._seq_offset = (out_seq - header.sequence_number) & _SEQ_MASK
         self._ts_offset = (out_ts - header.timestamp) & _TS_MASK
         self._last_seq = (out_seq - 1) & _SEQ_MASK
+        self._first_seq = out_seq
         self._synced = True
 
     def forward(self, packet: bytes, header: RtpHeader, keyframe: bool, now: float) -> None:
@@ -128,6 +130,8 @@ class Consumer:
         if source is None or source.cache is None or not self._synced:
             return
         for seq in lost[:MAX_NACK_ANSWERS]:
+            if seq != self._first_seq and not seq_newer(seq, self._first_seq):
+                continue  # sent before the last source switch: another stream's numbers
             original = source.cache.get((seq - self._seq_offset) & _SEQ_MASK)
             if original is None:
                 continue

@@ -208,12 +208,25 @@ class Session:
         )
 
     def _validate(self, offer: SessionDescription) -> None:
+        """Everything that can make an offer unusable is found here, before any state
+        changes, so a refused offer leaves the session as it was."""
+        mids: set[str] = set()
         for index, section in enumerate(offer.media):
+            where = f"m-section {index} ({section.kind})"
+            mid = section.mid or str(index)
+            if mid in mids:
+                raise MediaError("bad_sdp", f"{where}: a=mid:{mid} appears twice")
+            mids.add(mid)
             if section.port == 0 and not section.bundle_only:
                 continue
-            where = f"m-section {index} ({section.kind})"
             if section.kind == "application":
                 continue
+            try:
+                section.codecs()
+                section.ssrcs()
+                section.extmaps()
+            except SdpError as exc:
+                raise MediaError("bad_sdp", f"{where}: {exc}") from exc
             if section.mid is None:
                 raise MediaError("bad_sdp", f"{where} has no a=mid")
             setup = offer.media_attr(section, "setup")
@@ -317,10 +330,7 @@ class Session:
                 section, mid, transport, intent, warnings, new_producers, gone_producers
             )
             if codec is None:
-                answer.codecs = section.codecs()[:1] or []
-                if not answer.codecs:
-                    return rejected
-                return answer
+                return self._inactive(answer, section, rejected)
             answer.direction = "recvonly"
             answer.codecs = [_with_feedback(codec, section.kind)]
             ext = {i: uri for i, uri in section.extmaps().items() if uri == MID_EXTENSION}
@@ -342,8 +352,16 @@ class Session:
                 return answer
         else:
             self._drop_consumer(mid)
-        answer.codecs = section.codecs()[:1]
-        return answer if answer.codecs else rejected
+        return self._inactive(answer, section, rejected)
+
+    @staticmethod
+    def _inactive(answer: AnswerMedia, section: MediaSection, rejected: AnswerMedia) -> AnswerMedia:
+        codecs = section.codecs()[:1]
+        if not codecs:
+            return rejected
+        answer.direction = "inactive"
+        answer.codecs = [_with_feedback(codecs[0], section.kind)]
+        return answer
 
     def _publish(
         self,

@@ -76,6 +76,7 @@ class Transport:
 
     def on_ice_check(self, check: IceCheck, addr: Address, now: float) -> None:
         if check.remote_ufrag != self.remote_ufrag:
+            self.worker.count("stun_ignored")
             return
         self.last_heard = now
         if self.addr is None or (check.nominated and addr != self.addr):

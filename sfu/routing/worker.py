@@ -134,6 +134,8 @@ class Worker:
             transport = self.by_addr.get(addr)
             if transport is not None:
                 transport.last_heard = now
+            else:
+                self.count("stun_ignored")
             return
         check = answer_binding_request(data, msg, addr, self._credentials_for)
         if check is None:

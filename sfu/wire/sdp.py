@@ -123,9 +123,11 @@ class MediaSection:
         """Media SSRCs announced with a=ssrc, in order, without RTX/FEC repair SSRCs."""
         repair: set[int] = set()
         for value in self.attrs("ssrc-group"):
-            semantics, *members = value.split()
-            if semantics in ("FID", "FEC-FR") and len(members) >= 2:
-                repair.update(_int_or(m, -1) for m in members[1:])
+            parts = value.split()
+            if not parts:
+                raise SdpError("empty a=ssrc-group line")
+            if len(parts) >= 3 and parts[0] in ("FID", "FEC-FR"):
+                repair.update(_int_or(m, -1) for m in parts[2:])
         seen: list[int] = []
         for value in self.attrs("ssrc"):
             ssrc = _int_or(value.split(" ")[0], -1)
