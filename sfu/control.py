@@ -12,6 +12,13 @@ from collections.abc import Callable
 from sfu.io.udp import MediaPort
 from sfu.routing.room import Room
 from sfu.routing.session import MediaAddress, Session, SessionPolicy
+from sfu.routing.stats import (
+    DROP_REASONS,
+    SRTP_ERRORS,
+    HistogramSnapshot,
+    MetricsSnapshot,
+    snapshot_histogram,
+)
 from sfu.routing.transport import PEER_CLOSED, Transport
 from sfu.routing.types import (
     MediaError,
@@ -28,6 +35,8 @@ from sfu.routing.types import (
 )
 
 __all__ = [
+    "HistogramSnapshot",
+    "MetricsSnapshot",
     "MediaError",
     "MediaService",
     "MidIntent",
@@ -140,6 +149,30 @@ class MediaService:
         log.log(level, "media transport ended session=%s reason=%s", session.session_id, reason)
         session.notify(SessionClosed(reason))
         self.close_session(session.session_id, reason)
+
+    def metrics(self) -> MetricsSnapshot:
+        """A consistent read of every media-plane counter (cheap; call per scrape)."""
+        worker = self.media.worker
+        counters = worker.counters
+        return MetricsSnapshot(
+            rooms=len(self.rooms),
+            participants=sum(len(room.members()) for room in self.rooms.values()),
+            sessions=len(self.sessions),
+            transports=len(worker.by_ufrag),
+            forwarded_packets=dict(worker.forwarded_packets),
+            forwarded_bytes=dict(worker.forwarded_bytes),
+            dropped_packets={
+                label: counters[name] for name, label in DROP_REASONS.items() if counters[name]
+            },
+            srtp_errors={
+                label: counters[name] for name, label in SRTP_ERRORS.items() if counters[name]
+            },
+            dtls_handshakes={"ok": counters["dtls_ok"], "failed": counters["dtls_failed"]},
+            ice_consent_failures=counters["consent_failures"],
+            datagrams_in=counters["datagrams_in"],
+            datagrams_out=counters["datagrams_out"],
+            forward_latency=snapshot_histogram(worker.forward_latency),
+        )
 
     def stats(self) -> dict[str, int]:
         counters = dict(self.media.worker.counters)

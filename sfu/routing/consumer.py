@@ -123,6 +123,9 @@ class Consumer:
         self.packets_sent += 1
         self.octets_sent += len(out) - header.header_size
         self.transport.send_rtp(out)
+        worker = self.transport.worker
+        worker.forwarded_packets[self.kind] += 1
+        worker.forwarded_bytes[self.kind] += len(out)
 
     def on_nack(self, lost: list[int]) -> None:
         """Resend what the subscriber lost, from the source's cache."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from sfu.proto.rtp_stats import RtpReceiverStats
@@ -100,6 +101,7 @@ class Producer:
         """Forward one decrypted packet to every consumer."""
         if not self.limiter.allow(now):
             self.dropped_rate += 1
+            self.transport.worker.count("rate_limited")
             return
         self.packets += 1
         self.stats.on_packet(header.sequence_number, header.timestamp, now)
@@ -112,6 +114,8 @@ class Producer:
         )
         for consumer in self.consumers:
             consumer.forward(packet, header, keyframe, now)
+        # `now` is when the datagram was read: this is the time it spent inside the SFU.
+        self.transport.worker.forward_latency.observe(time.monotonic() - now)
 
     def on_sender_report(self, report: RtcpSenderReport, now: float) -> None:
         self.stats.on_sender_report(report.ntp_timestamp, now)

@@ -91,6 +91,7 @@ class Transport:
         if self.dtls.state == DtlsState.CONNECTED and before != DtlsState.CONNECTED:
             assert self.dtls.keys is not None
             self.srtp = SrtpPair(self.dtls.keys)
+            self.worker.count("dtls_ok")
             self.worker.handshake_done(self)
             log.info(
                 "transport connected owner=%s profile=%s cipher=%s",
@@ -101,6 +102,7 @@ class Transport:
             for consumer in self.consumers_by_ssrc.values():
                 consumer.on_transport_ready(now)
         elif self.dtls.state == DtlsState.FAILED:
+            self.worker.count("dtls_failed")
             self.worker.handshake_done(self)
             self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
         elif self.dtls.state == DtlsState.CLOSED:
@@ -227,6 +229,7 @@ class Transport:
         self.dtls.handle_timeout()
         self._flush_dtls()
         if self.dtls.state == DtlsState.FAILED:
+            self.worker.count("dtls_failed")
             self.worker.handshake_done(self)
             self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
 
@@ -236,6 +239,7 @@ class Transport:
         if now - self.last_heard > timeout:
             what = "no ICE/DTLS" if not self.ready else "silent"
             reason = f"{what} for {timeout:g} s"
+            self.worker.count("ice_timeouts" if not self.ready else "consent_failures")
             self.worker.close_transport(self, reason)
             return
         if not self.ready:

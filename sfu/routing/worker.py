@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sfu.proto.dtls import DtlsCertificate
 from sfu.proto.ice import IceCredentials, answer_binding_request
+from sfu.routing.stats import LatencyHistogram
 from sfu.routing.transport import Address, Transport
 from sfu.wire import stun
 from sfu.wire.demux import PacketClass, classify
@@ -38,6 +39,9 @@ class Worker:
         self.by_addr: dict[Address, Transport] = {}
         self.handshaking: set[Transport] = set()
         self.counters: Counter[str] = Counter()
+        self.forwarded_packets: Counter[str] = Counter()  # by kind
+        self.forwarded_bytes: Counter[str] = Counter()
+        self.forward_latency = LatencyHistogram()
         self.on_transport_closed: CloseListener | None = None
 
     def count(self, what: str) -> None:

@@ -16,6 +16,7 @@ from sfu.routing.producer import (
     Producer,
     RateLimiter,
 )
+from sfu.routing.worker import Worker
 from sfu.wire.rtcp import RtcpPacket, RtcpPli, RtcpSenderReport
 from sfu.wire.rtp import RtpPacket, parse_rtp_header
 from sfu.wire.sdp import Codec
@@ -38,6 +39,7 @@ class FakeTransport:
         self.rtcp_ssrc = 0x5EED
         self.rtp: list[bytes] = []
         self.rtcp: list[list[RtcpPacket]] = []
+        self.worker = Worker(lambda data, addr: None)  # real counters, no socket
 
     def send_rtp(self, packet: bytes) -> None:
         self.rtp.append(packet)
@@ -423,3 +425,4 @@ def test_producer_drops_packets_above_its_rate_limit() -> None:
         feed(producer, rtp(i, 0, 0xAAAA, b"x"), 5.0)
     assert producer.packets == 250
     assert producer.dropped_rate == 50
+    assert producer.transport.worker.counters["rate_limited"] == 50
