@@ -8,7 +8,7 @@ ARGS ?=
 # Tests run in a fresh network namespace with only loopback when the machine allows it.
 NETNS := $(shell unshare -n true 2>/dev/null && command -v ip >/dev/null && echo yes)
 
-.PHONY: run test lint setup setup-dev browser clean
+.PHONY: run test lint setup setup-dev system-deps bench bench-quick clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -29,10 +29,13 @@ $(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
 setup: $(RUN_STAMP)
 setup-dev: $(DEV_STAMP)
 
-# Debian's Chromium drives the browser tests (Playwright uses it; it downloads nothing).
-browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+# Real components the tests start: Debian's Chromium (driven by Playwright, which
+# downloads nothing) and Prometheus.
+SYSTEM_PACKAGES := chromium prometheus
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 run: setup
 	$(BIN)/sfu serve $(ARGS)
@@ -42,12 +45,19 @@ lint: setup-dev
 	$(BIN)/ruff format --check sfu signaling tests
 	$(BIN)/mypy
 
-test: setup-dev browser lint
+test: setup-dev system-deps lint
 ifeq ($(NETNS),yes)
 	unshare -n sh -c 'ip link set lo up && exec $(BIN)/pytest -q $(ARGS)'
 else
 	$(BIN)/pytest -q $(ARGS)
 endif
+
+# Load harness against a self-started server on loopback (see benchmarks/RESULTS.md).
+bench: setup-dev
+	$(BIN)/python -m benchmarks.run --full
+
+bench-quick: setup-dev
+	$(BIN)/python -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

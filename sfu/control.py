@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from sfu.io.udp import MediaPort
 from sfu.routing.room import Room
-from sfu.routing.session import MediaAddress, Session, SessionPolicy
+from sfu.routing.session import MediaAddress, Session, SessionPolicy, parse_offer
 from sfu.routing.stats import (
     DROP_REASONS,
     SRTP_ERRORS,
@@ -65,6 +65,8 @@ class MediaService:
         self.announced_ip = announced_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
+        # Sees every room event (joins, leaves, tracks); signaling audits them.
+        self.event_observer: Callable[[str, RoomEvent], None] | None = None
         self.media.worker.on_transport_closed = self._on_transport_closed
 
     async def start(self) -> None:
@@ -94,7 +96,7 @@ class MediaService:
         """
         room_obj = self.rooms.get(room)
         if room_obj is None:
-            room_obj = self.rooms[room] = Room(room)
+            room_obj = self.rooms[room] = Room(room, self._observe)
         if policy.announce:
             previous = room_obj.find_member(identity)
             if previous is not None:
@@ -115,6 +117,18 @@ class MediaService:
             "session opened room=%s identity=%s session=%s", room, identity, session.session_id
         )
         return session
+
+    @staticmethod
+    def check_offer(offer: str) -> None:
+        """Refuse a malformed offer before any session exists (MediaError "bad_sdp")."""
+        parse_offer(offer)
+
+    def _observe(self, room: str, event: RoomEvent) -> None:
+        if self.event_observer is not None:
+            try:
+                self.event_observer(room, event)
+            except Exception:
+                log.exception("room event observer failed")
 
     def negotiate(
         self, session_id: str, offer: str, intents: dict[str, MidIntent]

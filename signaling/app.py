@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
 
-from sfu.control import MediaService
+from sfu.control import (
+    MediaService,
+    ParticipantJoined,
+    ParticipantLeft,
+    RoomEvent,
+    TrackPublished,
+    TrackUnpublished,
+)
 from signaling import whip
+from signaling.audit import AuditLog
+from signaling.context import AUDIT, KEYS, MEDIA, ROOMS
 from signaling.rooms import RoomSettingsFile
 from signaling.tokens import SigningKeys
-from signaling.ws import KEYS, MEDIA, ROOMS, handle_websocket
+from signaling.ws import handle_websocket
 
 STATIC_DIR = Path(__file__).parent / "static"
 READY: web.AppKey[bool] = web.AppKey("ready", bool)
@@ -39,6 +49,18 @@ async def _security_headers(
     return response
 
 
+def audit_room_event(audit: AuditLog, room: str, event: RoomEvent) -> None:
+    if isinstance(event, ParticipantJoined):
+        audit.record("join", event.participant.identity, room)
+    elif isinstance(event, ParticipantLeft):
+        audit.record("leave", event.identity, room, reason=event.reason)
+    elif isinstance(event, TrackPublished):
+        track = event.track
+        audit.record("publish", track.identity, room, track_id=track.track_id, kind=track.kind)
+    elif isinstance(event, TrackUnpublished):
+        audit.record("unpublish", event.identity, room, track_id=event.track_id)
+
+
 async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
@@ -49,20 +71,27 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", **request.app[MEDIA].stats()})
 
 
-def create_app(media: MediaService, keys: SigningKeys, rooms: RoomSettingsFile) -> web.Application:
+def create_app(
+    media: MediaService, keys: SigningKeys, rooms: RoomSettingsFile, audit: AuditLog
+) -> web.Application:
     app = web.Application(middlewares=[_security_headers], client_max_size=256 * 1024)
     app[MEDIA] = media
     app[KEYS] = keys
     app[ROOMS] = rooms
+    app[AUDIT] = audit
+    media.event_observer = partial(audit_room_event, audit)
     app[READY] = False
 
     async def on_startup(app: web.Application) -> None:
         await media.start()
+        audit.record("server_start", "sfu", media_port=media.media_port)
         app[READY] = True
 
     async def on_cleanup(app: web.Application) -> None:
         app[READY] = False
         await media.stop()
+        audit.record("server_stop", "sfu")
+        audit.close()
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import ipaddress
+import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from aiohttp import web
 
 from sfu.control import MediaService
 from signaling.app import create_app
+from signaling.audit import AuditLog, AuditPaths, export, verify
 from signaling.rooms import RoomSettingsError, RoomSettingsFile
 from signaling.tls import ensure_dev_certificate, server_ssl_context
 from signaling.tokens import ROLE_GRANTS, SigningKeys
@@ -58,7 +62,54 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--name", default=None, help="display name (default: identity)")
     token.add_argument("--role", choices=sorted(ROLE_GRANTS), default="participant")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    audit = sub.add_parser("audit", help="check or export the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify_cmd = audit_sub.add_parser("verify", help="exit 0 if the chain is intact")
+    verify_cmd.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    export_cmd = audit_sub.add_parser("export", help="print records as JSON lines")
+    export_cmd.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    export_cmd.add_argument(
+        "--since", default=None, help="ISO 8601 time or unix seconds (default: everything)"
+    )
+    export_cmd.add_argument("--format", choices=["jsonl"], default="jsonl")
     return parser
+
+
+def _parse_since(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        moment = datetime.datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
+
+
+def _audit(args: argparse.Namespace) -> int:
+    paths = AuditPaths.in_data_dir(args.data_dir)
+    if args.audit_command == "verify":
+        if not paths.key.exists():
+            print(f"audit: no key at {paths.key}", file=sys.stderr)
+            return 2
+        result = verify(paths)
+        if result.ok:
+            print(f"audit log intact: {result.records} records")
+            return 0
+        print(f"audit log TAMPERED: {result.reason}", file=sys.stderr)
+        return 1
+    try:
+        since = _parse_since(args.since)
+    except ValueError:
+        print(f"audit: --since {args.since!r} is neither a time nor a number", file=sys.stderr)
+        return 2
+    if not paths.database.exists():
+        print(f"audit: no audit database at {paths.database}", file=sys.stderr)
+        return 2
+    for record in export(paths, since):
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -93,7 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     media = MediaService(media_host, args.media_port, announced, args.media_timeout)
-    app = create_app(media, keys, rooms)
+    audit = AuditLog(AuditPaths.in_data_dir(data_dir))
+    app = create_app(media, keys, rooms, audit)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"https://{url_host}:{args.port}/"
 
@@ -109,17 +161,21 @@ def _serve(args: argparse.Namespace) -> int:
             "--room demo --identity alice)",
             flush=True,
         )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
+            log.info("shutting down")
         finally:
+            # Sessions end cleanly (DTLS close_notify, keys wiped), the audit log is
+            # flushed and checkpointed.
             await runner.cleanup()
 
-    try:
-        import uvloop
+    import uvloop
 
-        uvloop.run(main())
-    except KeyboardInterrupt:
-        pass
+    uvloop.run(main())
     return 0
 
 
@@ -140,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "audit":
+        return _audit(args)
     return _token(args)
 
 

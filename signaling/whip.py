@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from sfu.control import MediaError, MediaService, RoomEvent, SessionClosed, SessionPolicy
+from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
 from signaling.tokens import AccessToken, SigningKeys, TokenError
-from signaling.ws import KEYS, MEDIA, ROOMS
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,29 @@ def _authorize(request: web.Request, room: str, grant: str) -> AccessToken | web
     if scheme.lower() != "bearer" or not token.strip():
         return _error(401, "missing bearer token")
     keys: SigningKeys = request.app[KEYS]
+    audit = request.app[AUDIT]
+    channel, remote = request.path.split("/")[1], client_address(request)
     try:
         access = keys.verify(token.strip())
     except TokenError as exc:
+        audit.record("auth_failure", channel=channel, reason=exc.message, remote=remote)
         return _error(401, exc.message)
     try:
         access.require(room, grant)
     except TokenError as exc:
+        audit.record(
+            "auth_failure",
+            access.identity,
+            room,
+            channel=channel,
+            reason=exc.message,
+            remote=remote,
+        )
         return _error(403, exc.message)
+    audit.record(
+        "auth_success", access.identity, room, channel=channel, role=access.role,
+        token_id=access.token_id, remote=remote,
+    )  # fmt: skip
     return access
 
 
@@ -108,6 +123,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
             follow=True,
             follow_identity=request.match_info.get("identity"),
         )
+    try:
+        media.check_offer(offer)
+    except MediaError as exc:
+        return _error(400, exc.message)
     session = media.open_session(room, access.identity, access.name, policy, on_event)
     try:
         result = media.negotiate(session.session_id, offer, {})
@@ -124,6 +143,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         reasons = "; ".join(text for _code, text in result.warnings) or "no usable m-section"
         return _error(400, f"nothing to {'publish' if kind == 'whip' else 'receive'}: {reasons}")
     resources[resource_id] = Resource(session.session_id, room, kind)
+    if kind == "whep":
+        request.app[AUDIT].record(
+            "subscribe", access.identity, room, follow=request.match_info.get("identity") or "*"
+        )
     location = f"/resource/{resource_id}"
     headers = dict(CORS_HEADERS)
     headers["Location"] = location

@@ -22,6 +22,8 @@ from sfu.control import (
     TrackPublished,
     TrackUnpublished,
 )
+from signaling.audit import AuditLog
+from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
 from signaling.rooms import RoomSettingsFile
 from signaling.tokens import AccessToken, SigningKeys, TokenError
 
@@ -92,11 +94,16 @@ class Connection:
         media: MediaService,
         keys: SigningKeys,
         rooms: RoomSettingsFile,
+        audit: AuditLog,
+        remote: str,
     ) -> None:
         self.ws = ws
         self.media = media
         self.keys = keys
         self.rooms = rooms
+        self.audit = audit
+        self.remote = remote
+        self.subscribed: set[str] = set()
         self.token: AccessToken | None = None
         self.session_id: str | None = None
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -230,6 +237,7 @@ class Connection:
         try:
             access = self.keys.verify(token)
         except TokenError as exc:
+            self.audit.record("auth_failure", channel="ws", reason=exc.message, remote=self.remote)
             raise ProtocolError("unauthorized", exc.message, CLOSE_UNAUTHORIZED) from exc
         room = message.get("room", access.room)
         if not isinstance(room, str):
@@ -237,7 +245,15 @@ class Connection:
         try:
             access.require(room)
         except TokenError as exc:
+            self.audit.record(
+                "auth_failure", access.identity, room[:128], channel="ws", reason=exc.message,
+                remote=self.remote,
+            )  # fmt: skip
             raise ProtocolError("forbidden", exc.message, CLOSE_FORBIDDEN) from exc
+        self.audit.record(
+            "auth_success", access.identity, access.room, channel="ws", role=access.role,
+            token_id=access.token_id, remote=self.remote,
+        )  # fmt: skip
         self.token = access
         policy = SessionPolicy(
             can_publish="publish" in access.grants,
@@ -280,6 +296,10 @@ class Connection:
             raise ProtocolError(exc.code, exc.message) from exc
         for code, text in result.warnings:
             self.error(code, text, "offer")
+        assert self.token is not None
+        for track_id in set(result.subscriptions) - self.subscribed:
+            self.audit.record("subscribe", self.token.identity, self.token.room, track_id=track_id)
+        self.subscribed = set(result.subscriptions)
         self.send(
             {
                 "type": "answer",
@@ -301,13 +321,11 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
     # not a dropped connection.
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4 * MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    connection = Connection(ws, request.app[MEDIA], request.app[KEYS], request.app[ROOMS])
+    app = request.app
+    connection = Connection(
+        ws, app[MEDIA], app[KEYS], app[ROOMS], app[AUDIT], client_address(request)
+    )
     await connection.run()
     if not ws.closed:
         await ws.close(code=connection.close_code or 1000)
     return ws
-
-
-MEDIA: web.AppKey[MediaService] = web.AppKey("media", MediaService)
-KEYS: web.AppKey[SigningKeys] = web.AppKey("keys", SigningKeys)
-ROOMS: web.AppKey[RoomSettingsFile] = web.AppKey("rooms", RoomSettingsFile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sfu.routing.types import (
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 class Room:
     """Sessions and published tracks of one room; tells members what changes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, observer: Callable[[str, RoomEvent], None] | None = None) -> None:
         self.name = name
+        self.observer = observer  # sees every event of the room (audit)
         self.sessions: dict[str, Session] = {}
         self.producers: dict[str, Producer] = {}
 
@@ -40,6 +42,8 @@ class Room:
         return [s.participant_info() for s in self.members() if s is not exclude]
 
     def broadcast(self, event: RoomEvent, exclude: Session | None = None) -> None:
+        if self.observer is not None:
+            self.observer(self.name, event)
         for session in list(self.sessions.values()):
             if session is not exclude and not session.closed:
                 session.notify(event)

@@ -97,6 +97,51 @@ def match_codec(source: Codec, offered: list[Codec]) -> Codec | None:
     return candidates[0] if candidates else None
 
 
+def parse_offer(text: str) -> SessionDescription:
+    """Parse and validate an offer; MediaError("bad_sdp") says what is wrong."""
+    try:
+        offer = parse_sdp(text)
+    except SdpError as exc:
+        raise MediaError("bad_sdp", str(exc)) from exc
+    if not offer.media:
+        raise MediaError("bad_sdp", "offer has no m= sections")
+    validate_offer(offer)
+    return offer
+
+
+def validate_offer(offer: SessionDescription) -> None:
+    """Find everything that makes an offer unusable before any state changes, so a
+    refused offer leaves the session (or the room) as it was."""
+    mids: set[str] = set()
+    for index, section in enumerate(offer.media):
+        where = f"m-section {index} ({section.kind})"
+        mid = section.mid or str(index)
+        if mid in mids:
+            raise MediaError("bad_sdp", f"{where}: a=mid:{mid} appears twice")
+        mids.add(mid)
+        if section.port == 0 and not section.bundle_only:
+            continue
+        if section.kind == "application":
+            continue
+        try:
+            section.codecs()
+            section.ssrcs()
+            section.extmaps()
+        except SdpError as exc:
+            raise MediaError("bad_sdp", f"{where}: {exc}") from exc
+        if section.mid is None:
+            raise MediaError("bad_sdp", f"{where} has no a=mid")
+        setup = offer.media_attr(section, "setup")
+        if setup not in ("actpass", "active"):
+            raise MediaError(
+                "bad_sdp", f"{where}: a=setup:{setup} unsupported (the SFU is DTLS server)"
+            )
+        if not offer.media_attr(section, "ice-ufrag") or not offer.media_attr(section, "ice-pwd"):
+            raise MediaError("bad_sdp", f"{where} has no ICE credentials")
+        if not offer.fingerprints(section):
+            raise MediaError("bad_sdp", f"{where} has no a=fingerprint")
+
+
 def _with_feedback(codec: Codec, kind: str) -> Codec:
     return replace(codec, rtcp_fbs=[fb for fb in codec.rtcp_fbs if fb in _FEEDBACK[kind]])
 
@@ -157,13 +202,7 @@ class Session:
         """Apply a client offer; returns the answer. Raises MediaError for a bad offer."""
         if self.closed:
             raise MediaError("closed", "session is closed")
-        try:
-            offer = parse_sdp(offer_text)
-        except SdpError as exc:
-            raise MediaError("bad_sdp", str(exc)) from exc
-        if not offer.media:
-            raise MediaError("bad_sdp", "offer has no m= sections")
-        self._validate(offer)
+        offer = parse_offer(offer_text)
         bundled = self._bundled_mids(offer)
         warnings: list[tuple[str, str]] = []
         answers: list[AnswerMedia] = []
@@ -205,41 +244,8 @@ class Session:
             published=[p.info for p in self.producers.values()],
             warnings=warnings,
             receiving=len(self.consumers),
+            subscriptions=[c.source.track_id for c in self.consumers.values() if c.source],
         )
-
-    def _validate(self, offer: SessionDescription) -> None:
-        """Everything that can make an offer unusable is found here, before any state
-        changes, so a refused offer leaves the session as it was."""
-        mids: set[str] = set()
-        for index, section in enumerate(offer.media):
-            where = f"m-section {index} ({section.kind})"
-            mid = section.mid or str(index)
-            if mid in mids:
-                raise MediaError("bad_sdp", f"{where}: a=mid:{mid} appears twice")
-            mids.add(mid)
-            if section.port == 0 and not section.bundle_only:
-                continue
-            if section.kind == "application":
-                continue
-            try:
-                section.codecs()
-                section.ssrcs()
-                section.extmaps()
-            except SdpError as exc:
-                raise MediaError("bad_sdp", f"{where}: {exc}") from exc
-            if section.mid is None:
-                raise MediaError("bad_sdp", f"{where} has no a=mid")
-            setup = offer.media_attr(section, "setup")
-            if setup not in ("actpass", "active"):
-                raise MediaError(
-                    "bad_sdp", f"{where}: a=setup:{setup} unsupported (the SFU is DTLS server)"
-                )
-            if not offer.media_attr(section, "ice-ufrag") or not offer.media_attr(
-                section, "ice-pwd"
-            ):
-                raise MediaError("bad_sdp", f"{where} has no ICE credentials")
-            if not offer.fingerprints(section):
-                raise MediaError("bad_sdp", f"{where} has no a=fingerprint")
 
     def _bundled_mids(self, offer: SessionDescription) -> set[str]:
         bundled: set[str] = set()

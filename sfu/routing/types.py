@@ -91,5 +91,6 @@ class NegotiationResult:
     sdp: str
     published: list[TrackInfo] = field(default_factory=list)
     receiving: int = 0  # m-sections on which the client will receive media
+    subscriptions: list[str] = field(default_factory=list)  # track ids being received
     # Per m-section problems that did not fail the whole offer: (code, message).
     warnings: list[tuple[str, str]] = field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -178,3 +179,32 @@ async def test_viewer_offer_to_publish_is_refused_but_connection_lives(
     await ws.send_json({"type": "ping"})
     assert (await recv(ws))["type"] == "pong"
     await ws.close()
+
+
+async def test_joins_leaves_and_refused_tokens_reach_the_audit_log(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from signaling.audit import AuditPaths, export
+
+    intruder = await connect(http, sfu_server)
+    await join(intruder, "forged-token")
+    await expect_closed(intruder, 4401)
+    member = await connect(http, sfu_server)
+    await join(member, sfu_server.token("ws-audit", "auditor"))
+    await member.send_json({"type": "leave"})
+    await expect_closed(member, 1000)
+    paths = AuditPaths.in_data_dir(sfu_server.data_dir)
+    deadline = time.monotonic() + 10
+    events: list[tuple[str, str]] = []
+    while time.monotonic() < deadline:
+        records = list(export(paths))
+        events = [(r["event"], r["actor"]) for r in records if r["room"] in ("", "ws-audit")]
+        if ("leave", "auditor") in events:
+            break
+        await asyncio.sleep(0.2)
+    assert ("auth_success", "auditor") in events and ("join", "auditor") in events
+    assert ("leave", "auditor") in events
+    failures = [r for r in records if r["event"] == "auth_failure"]
+    assert any(
+        r["detail"]["channel"] == "ws" and r["detail"]["remote"] == "127.0.0.1" for r in failures
+    )
