@@ -146,8 +146,10 @@ def _chromium_root_pid() -> int | None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if cmdline and cmdline[0].endswith(b"chromium") and not any(
-            arg.startswith(b"--type=") for arg in cmdline
+        if (
+            cmdline
+            and cmdline[0].endswith(b"chromium")
+            and not any(arg.startswith(b"--type=") for arg in cmdline)
         ):
             started = float(fields[19])
             if newest is None or started > newest[0]:

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from sfu.io.datapath import DatapathUnavailable
 from sfu.io.udp import MediaPort
 from sfu.routing.room import Room
 from sfu.routing.session import MediaAddress, Session, SessionPolicy, parse_offer
@@ -35,6 +36,7 @@ from sfu.routing.types import (
 )
 
 __all__ = [
+    "DatapathUnavailable",
     "HistogramSnapshot",
     "MetricsSnapshot",
     "MediaError",
@@ -59,9 +61,14 @@ class MediaService:
     """Rooms and sessions on one media port."""
 
     def __init__(
-        self, bind_host: str, media_port: int, announced_ip: str, silence_timeout_s: float = 30.0
+        self,
+        bind_host: str,
+        media_port: int,
+        announced_ip: str,
+        silence_timeout_s: float = 30.0,
+        datapath: str = "auto",
     ) -> None:
-        self.media = MediaPort(bind_host, media_port, silence_timeout_s)
+        self.media = MediaPort(bind_host, media_port, silence_timeout_s, datapath)
         self.announced_ip = announced_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
@@ -167,7 +174,11 @@ class MediaService:
     def metrics(self) -> MetricsSnapshot:
         """A consistent read of every media-plane counter (cheap; call per scrape)."""
         worker = self.media.worker
-        counters = worker.counters
+        counters = worker.counters.copy()
+        # The datapath counts what it drops while sending (native: in C).
+        errors = getattr(worker.datapath, "errors", {})
+        counters["srtp_protect_failed"] += errors.get("protect", 0)
+        counters["send_failed"] += errors.get("send", 0) + errors.get("oversized", 0)
         return MetricsSnapshot(
             rooms=len(self.rooms),
             participants=sum(len(room.members()) for room in self.rooms.values()),
@@ -175,21 +186,27 @@ class MediaService:
             transports=len(worker.by_ufrag),
             forwarded_packets=dict(worker.forwarded_packets),
             forwarded_bytes=dict(worker.forwarded_bytes),
-            dropped_packets={
-                label: counters[name] for name, label in DROP_REASONS.items() if counters[name]
-            },
-            srtp_errors={
-                label: counters[name] for name, label in SRTP_ERRORS.items() if counters[name]
-            },
+            # Every reason from zero, so that rate() sees the first increase.
+            dropped_packets={label: counters[name] for name, label in DROP_REASONS.items()},
+            srtp_errors={label: counters[name] for name, label in SRTP_ERRORS.items()},
             dtls_handshakes={"ok": counters["dtls_ok"], "failed": counters["dtls_failed"]},
             ice_consent_failures=counters["consent_failures"],
             datagrams_in=counters["datagrams_in"],
-            datagrams_out=counters["datagrams_out"],
+            datagrams_out=counters["datagrams_out"] + self._native_datagrams_out(),
             forward_latency=snapshot_histogram(worker.forward_latency),
         )
 
+    def _native_datagrams_out(self) -> int:
+        sent: int = getattr(self.media.worker.datapath, "datagrams_sent", 0)
+        return sent
+
+    @property
+    def datapath(self) -> str:
+        return self.media.worker.datapath.name
+
     def stats(self) -> dict[str, int]:
         counters = dict(self.media.worker.counters)
+        counters["datagrams_out"] = counters.get("datagrams_out", 0) + self._native_datagrams_out()
         counters["rooms"] = len(self.rooms)
         counters["sessions"] = len(self.sessions)
         counters["transports"] = len(self.media.worker.by_ufrag)

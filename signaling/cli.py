@@ -15,9 +15,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sfu.control import MediaService
+from sfu.control import DatapathUnavailable, MediaService
 from signaling.app import create_app
 from signaling.audit import AuditLog, AuditPaths, export, verify
+from signaling.metrics import start_metrics_server
 from signaling.rooms import RoomSettingsError, RoomSettingsFile
 from signaling.tls import ensure_dev_certificate, server_ssl_context
 from signaling.tokens import ROLE_GRANTS, SigningKeys
@@ -52,6 +53,23 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=float(_env("MEDIA_TIMEOUT", "30")),
         help="seconds of media silence (no ICE, DTLS or RTP) after which a peer is removed",
+    )
+    serve.add_argument(
+        "--datapath",
+        choices=["auto", "native", "python"],
+        default=_env("DATAPATH", "auto"),
+        help="per-packet path: native (Cython, when built), python, or auto (native if built)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(_env("METRICS_PORT", "9464")),
+        help="Prometheus /metrics port (0 turns it off)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default=_env("METRICS_HOST", "127.0.0.1"),
+        help="address of the metrics listener (keep it private)",
     )
     serve.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
 
@@ -143,7 +161,13 @@ def _serve(args: argparse.Namespace) -> int:
     except RoomSettingsError as exc:
         log.error("%s", exc)
         return 2
-    media = MediaService(media_host, args.media_port, announced, args.media_timeout)
+    try:
+        media = MediaService(
+            media_host, args.media_port, announced, args.media_timeout, args.datapath
+        )
+    except DatapathUnavailable as exc:
+        log.error("%s", exc)
+        return 2
     audit = AuditLog(AuditPaths.in_data_dir(data_dir))
     app = create_app(media, keys, rooms, audit)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
@@ -154,7 +178,16 @@ def _serve(args: argparse.Namespace) -> int:
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, ssl_context=ssl_context)
         await site.start()
-        log.info("listening url=%s media_port=%d cert=%s", url, media.media_port, cert)
+        metrics = None
+        if args.metrics_port:
+            metrics = await start_metrics_server(media, args.metrics_host, args.metrics_port)
+        log.info(
+            "listening url=%s media_port=%d datapath=%s cert=%s",
+            url,
+            media.media_port,
+            media.datapath,
+            cert,
+        )
         print(f"SFU ready at {url}  (media udp/{media.media_port}, certificate {cert})", flush=True)
         print(
             f"Join link: {url}#token=$(.venv/bin/sfu token --data-dir {data_dir} "
@@ -169,6 +202,8 @@ def _serve(args: argparse.Namespace) -> int:
             await stop.wait()
             log.info("shutting down")
         finally:
+            if metrics is not None:
+                await metrics.cleanup()
             # Sessions end cleanly (DTLS close_notify, keys wiped), the audit log is
             # flushed and checkpointed.
             await runner.cleanup()

@@ -12,6 +12,7 @@ import logging
 import socket
 import time
 
+from sfu.io.datapath import create_datapath
 from sfu.routing.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,13 @@ class _Protocol(asyncio.DatagramProtocol):
 class MediaPort:
     """Owns the UDP socket and drives the Worker's timers."""
 
-    def __init__(self, host: str, port: int, silence_timeout_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, silence_timeout_s: float, datapath: str = "auto"
+    ) -> None:
         self.host = host
         self.port = port
         self.worker = Worker(self._send, silence_timeout_s)
+        self.worker.datapath = create_datapath(datapath, self.worker.send)
         self._transport: asyncio.DatagramTransport | None = None
         self._timers: list[asyncio.Task[None]] = []
 
@@ -57,11 +61,18 @@ class MediaPort:
         self.port = sock.getsockname()[1]
         transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
         self._transport = transport
+        # The native datapath sends media with sendmmsg on this same socket.
+        self.worker.datapath.set_socket(sock.fileno())
         self._timers = [
             asyncio.create_task(self._every(DTLS_TIMER_S, self.worker.on_dtls_timer)),
             asyncio.create_task(self._every(REPORT_TIMER_S, self.worker.on_report_timer)),
         ]
-        log.info("media port listening host=%s port=%d", self.host, self.port)
+        log.info(
+            "media port listening host=%s port=%d datapath=%s",
+            self.host,
+            self.port,
+            self.worker.datapath.name,
+        )
 
     async def _every(self, interval_s: float, callback: object) -> None:
         assert callable(callback)

@@ -44,7 +44,7 @@ class _Context:
         status = lib.srtp_create(handle, policy._policy)
         if status != lib.srtp_err_status_ok:
             raise SrtpError(f"srtp_create failed: {_describe(status)}")
-        self._handle: Any = ffi.gc(handle, lambda h: lib.srtp_dealloc(h[0]))
+        self.handle: Any = ffi.gc(handle, lambda h: lib.srtp_dealloc(h[0]))
         self._data: Any = ffi.new("char[]", _BUFFER_SIZE)
         self._view: Any = ffi.buffer(self._data)
         self._length: Any = ffi.new("int *")
@@ -55,7 +55,7 @@ class _Context:
             raise SrtpError(f"packet of {size} bytes is larger than {MAX_PACKET}")
         self._view[0:size] = packet
         self._length[0] = size
-        status = func(self._handle[0], self._data, self._length)
+        status = func(self.handle[0], self._data, self._length)
         if status != lib.srtp_err_status_ok:
             raise SrtpError(_describe(status))
         return bytes(self._view[0 : self._length[0]])
@@ -78,6 +78,11 @@ class SrtpPair:
 
     def protect(self, packet: bytes) -> bytes:
         return self._tx.run(lib.srtp_protect, packet)
+
+    def outbound_handle(self) -> int:
+        """Address of the outbound srtp_t, for the native datapath to protect with.
+        The caller keeps this SrtpPair alive for as long as it uses the address."""
+        return int(ffi.cast("uintptr_t", self._tx.handle[0]))
 
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._tx.run(lib.srtp_protect_rtcp, packet)

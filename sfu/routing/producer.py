@@ -80,6 +80,7 @@ class Producer:
         self.mid = mid
         self.ssrc = ssrc
         self.consumers: set[Consumer] = set()
+        self.fanout = transport.worker.datapath.new_fanout(kind)
         self.cache = PacketCache() if kind == "video" else None
         self.stats = RtpReceiverStats(ssrc or 0, codec.clock_rate)
         self.limiter = RateLimiter(RATE_LIMIT_PPS[kind])
@@ -112,10 +113,18 @@ class Producer:
         keyframe = self.kind == "video" and is_keyframe(
             self.codec.name, packet[header.header_size : len(packet) - header.padding_size]
         )
-        for consumer in self.consumers:
-            consumer.forward(packet, header, keyframe, now)
+        if self.fanout.forward(packet, header, keyframe, now):
+            self.request_keyframe(now)  # a subscriber waits to start at a keyframe
         # `now` is when the datagram was read: this is the time it spent inside the SFU.
         self.transport.worker.forward_latency.observe(time.monotonic() - now)
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self.consumers.add(consumer)
+        self.fanout.add(consumer.leg)
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        self.consumers.discard(consumer)
+        self.fanout.remove(consumer.leg)
 
     def on_sender_report(self, report: RtcpSenderReport, now: float) -> None:
         self.stats.on_sender_report(report.ntp_timestamp, now)

@@ -30,6 +30,7 @@ DROP_REASONS = {
     "rtp_unknown_ssrc": "unknown_ssrc",
     "rate_limited": "rate_limited",
     "handler_errors": "handler_error",
+    "send_failed": "send_failed",
 }
 SRTP_ERRORS = {
     "srtp_unprotect_failed": "rtp_unprotect",

@@ -29,6 +29,7 @@ from sfu.wire.rtp import RtpError, get_header_extension, parse_rtp_header
 
 if TYPE_CHECKING:
     from sfu.routing.consumer import Consumer
+    from sfu.routing.fanout import Leg
     from sfu.routing.producer import Producer
     from sfu.routing.worker import Worker
 
@@ -61,6 +62,7 @@ class Transport:
         self.producers_by_ssrc: dict[int, Producer] = {}
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers_by_ssrc: dict[int, Consumer] = {}
+        self.legs: list[Leg] = []  # the datapath's send state of every consumer here
         self.mid_extension_id = 0
         self.created_at = now
         self.last_heard = now
@@ -71,6 +73,20 @@ class Transport:
     @property
     def ready(self) -> bool:
         return self.srtp is not None and self.addr is not None
+
+    def attach_leg(self, leg: Leg) -> None:
+        self.legs.append(leg)
+        leg.set_route(self.srtp, self.addr)
+
+    def detach_leg(self, leg: Leg) -> None:
+        if leg in self.legs:
+            self.legs.remove(leg)
+        leg.set_route(None, None)
+
+    def update_routes(self) -> None:
+        """Keys or address changed: every leg sends with the new ones (or stops)."""
+        for leg in self.legs:
+            leg.set_route(self.srtp, self.addr)
 
     # -- receive ------------------------------------------------------------
 
@@ -91,6 +107,7 @@ class Transport:
         if self.dtls.state == DtlsState.CONNECTED and before != DtlsState.CONNECTED:
             assert self.dtls.keys is not None
             self.srtp = SrtpPair(self.dtls.keys)
+            self.update_routes()
             self.worker.count("dtls_ok")
             self.worker.handshake_done(self)
             log.info(
@@ -258,6 +275,7 @@ class Transport:
             self.dtls.close()
             self._flush_dtls()
         self.srtp = None
+        self.update_routes()  # no leg may keep a pointer into the wiped context
         for producer in self.producers_by_mid.values():
             producer.close()
         for consumer in self.consumers_by_ssrc.values():

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from sfu.proto.dtls import DtlsCertificate
 from sfu.proto.ice import IceCredentials, answer_binding_request
+from sfu.routing.fanout import Datapath, PythonDatapath
 from sfu.routing.stats import LatencyHistogram
 from sfu.routing.transport import Address, Transport
 from sfu.wire import stun
@@ -39,10 +40,19 @@ class Worker:
         self.by_addr: dict[Address, Transport] = {}
         self.handshaking: set[Transport] = set()
         self.counters: Counter[str] = Counter()
-        self.forwarded_packets: Counter[str] = Counter()  # by kind
-        self.forwarded_bytes: Counter[str] = Counter()
+        # Per-packet fan-out: pure Python here; the I/O layer may swap in the native one
+        # before any transport exists.
+        self.datapath: Datapath = PythonDatapath(self.send)
         self.forward_latency = LatencyHistogram()
         self.on_transport_closed: CloseListener | None = None
+
+    @property
+    def forwarded_packets(self) -> Counter[str]:
+        return self.datapath.forwarded_packets
+
+    @property
+    def forwarded_bytes(self) -> Counter[str]:
+        return self.datapath.forwarded_bytes
 
     def count(self, what: str) -> None:
         self.counters[what] += 1
@@ -71,8 +81,10 @@ class Worker:
         previous = self.by_addr.get(addr)
         if previous is not None and previous is not transport:
             previous.addr = None
+            previous.update_routes()
         transport.addr = addr
         self.by_addr[addr] = transport
+        transport.update_routes()
         if transport.srtp is None:
             self.handshaking.add(transport)
 

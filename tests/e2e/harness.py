@@ -98,6 +98,8 @@ class SfuServer:
             str(self.data_dir),
             *self.extra_args,
         ]
+        if "--metrics-port" not in self.extra_args:
+            command += ["--metrics-port", "0"]  # test servers must not fight over 9464
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -30,16 +30,60 @@ KEYFRAME = b"\x10\x00\x9d\x01\x2a"
 DELTA = b"\x10\x01\x00\x00\x00"
 
 
+class PlainSrtp:
+    """Identity protection: the tests read what the datapath sends as plain RTP."""
+
+    def protect(self, packet: bytes) -> bytes:
+        return packet
+
+
+class FakeNetwork:
+    """One worker for every fake transport, as in the server; its "socket" delivers
+    each datagram to the fake transport that owns the address."""
+
+    def __init__(self) -> None:
+        self.by_addr: dict[tuple[str, int], FakeTransport] = {}
+        self.worker = Worker(lambda data, addr: self.by_addr[addr].rtp.append(data))
+        self.next_port = 5000
+
+
+NETWORK = FakeNetwork()
+
+
 class FakeTransport:
-    """Records what would be sent; always ready unless told otherwise."""
+    """Records what the datapath sends to it; always ready unless told otherwise."""
 
     def __init__(self, owner_id: str = "owner") -> None:
-        self.ready = True
         self.owner_id = owner_id
         self.rtcp_ssrc = 0x5EED
+        NETWORK.next_port += 1
+        self.addr = ("127.0.0.1", NETWORK.next_port)
+        NETWORK.by_addr[self.addr] = self
         self.rtp: list[bytes] = []
         self.rtcp: list[list[RtcpPacket]] = []
-        self.worker = Worker(lambda data, addr: None)  # real counters, no socket
+        self.legs: list[Any] = []
+        self._ready = True
+        self.worker = NETWORK.worker
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self._ready = value
+        for leg in self.legs:
+            self._route(leg)
+
+    def _route(self, leg: Any) -> None:
+        leg.set_route(PlainSrtp() if self._ready else None, self.addr)
+
+    def attach_leg(self, leg: Any) -> None:
+        self.legs.append(leg)
+        self._route(leg)
+
+    def detach_leg(self, leg: Any) -> None:
+        leg.set_route(None, None)
 
     def send_rtp(self, packet: bytes) -> None:
         self.rtp.append(packet)
@@ -421,8 +465,10 @@ def test_rate_limiter_refills_with_time() -> None:
 
 def test_producer_drops_packets_above_its_rate_limit() -> None:
     producer, _ = make_producer(kind="audio", codec=OPUS)
+    counters = producer.transport.worker.counters
+    before = counters["rate_limited"]
     for i in range(300):
         feed(producer, rtp(i, 0, 0xAAAA, b"x"), 5.0)
     assert producer.packets == 250
     assert producer.dropped_rate == 50
-    assert producer.transport.worker.counters["rate_limited"] == 50
+    assert counters["rate_limited"] - before == 50

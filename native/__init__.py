@@ -1,0 +1,2 @@
+"""The native (Cython) datapath. Import it only through sfu.io.datapath, which loads
+the libsrtp it links against first."""
