@@ -41,8 +41,8 @@ run: setup
 	$(BIN)/sfu serve $(ARGS)
 
 lint: setup-dev
-	$(BIN)/ruff check sfu signaling tests
-	$(BIN)/ruff format --check sfu signaling tests
+	$(BIN)/ruff check sfu signaling tests benchmarks
+	$(BIN)/ruff format --check sfu signaling tests benchmarks
 	$(BIN)/mypy
 
 test: setup-dev system-deps lint

@@ -91,9 +91,16 @@ async def run(pages: int, duration_s: float) -> dict[str, Any]:
                         continue
                     # Time from `joined` to the first decoded frame of every earlier page.
                     others = [f"p{j}" for j in range(i)]
+
+                    def probe(p: Any = participant) -> Any:
+                        return p.sfu("[sfu.joinedAt, sfu.firstFrameAt]")
+
+                    def seen_all(v: Any, o: list[str] = others) -> bool:
+                        return all(x in (v[1] or {}) for x in o)
+
                     frames = await poll(
-                        lambda p=participant: p.sfu("[sfu.joinedAt, sfu.firstFrameAt]"),
-                        lambda v, o=others: all(x in (v[1] or {}) for x in o),
+                        probe,
+                        seen_all,
                         timeout_s=15,
                         what="first frames",
                     )

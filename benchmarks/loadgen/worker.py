@@ -1,0 +1,173 @@
+"""One load-generator process: connects its clients, runs them, reports back.
+
+The parent talks to it through two multiprocessing queues:
+
+    parent -> child   ("connect",)                          subscribers wait for publishers
+                      ("window", start_ns, end_ns, stop_ns) the measured interval
+                      ("stop",)                             give up early
+    child -> parent   ("ready", index, {...})               every client connected or failed
+                      ("result", index, {...})              measurements, after stop_ns
+                      ("error", index, traceback)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen.clients import (
+    Client,
+    ClientSpec,
+    ConnectFailure,
+    Publisher,
+    Subscriber,
+    Window,
+)
+from benchmarks.loadgen.stats import LatencySamples
+from benchmarks.loadgen.whip import WhipClient
+
+COMMAND_POLL_S = 0.02
+CLOSE_TIMEOUT_S = 10.0
+KINDS = ("audio", "video")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """What one generator process runs."""
+
+    index: int
+    base_url: str
+    cert_path: str
+    clients: list[ClientSpec] = field(default_factory=list)
+    wait_for_connect: bool = False
+    lifetime_s: float = 120.0  # hard cap: the process ends by then whatever happens
+    connect_concurrency: int = 16
+
+
+def process_main(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> None:
+    """Entry point of a spawned generator process."""
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(_run(spec, commands, results))
+        else:
+            uvloop.run(_run(spec, commands, results))
+    except BaseException:
+        results.put(("error", spec.index, traceback.format_exc()))
+
+
+async def _next_command(commands: Queue[Any], deadline: float) -> tuple[Any, ...]:
+    for _ in range(int(max(0.0, deadline - time.monotonic()) / COMMAND_POLL_S) + 1):
+        try:
+            command: tuple[Any, ...] = commands.get_nowait()
+            return command
+        except queue.Empty:
+            await asyncio.sleep(COMMAND_POLL_S)
+    return ("stop",)
+
+
+async def _sleep_until_ns(target_ns: int, deadline: float) -> None:
+    wait_s = min((target_ns - time.monotonic_ns()) / 1e9, deadline - time.monotonic())
+    if wait_s > 0:
+        await asyncio.sleep(wait_s)
+
+
+async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> None:
+    deadline = time.monotonic() + spec.lifetime_s
+    window = Window()
+    latency = {kind: LatencySamples() for kind in KINDS}
+    app_latency = {kind: LatencySamples() for kind in KINDS}
+    clients: list[Client] = []
+    for client_spec in spec.clients:
+        if client_spec.role == "publisher":
+            clients.append(Publisher(client_spec, window))
+        else:
+            clients.append(Subscriber(client_spec, window, latency, app_latency))
+    http = WhipClient(spec.base_url, Path(spec.cert_path), spec.connect_concurrency)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        if spec.wait_for_connect and (await _next_command(commands, deadline))[0] != "connect":
+            results.put(("result", spec.index, _report(spec, clients, [], latency, app_latency)))
+            return
+        gate = asyncio.Semaphore(spec.connect_concurrency)
+
+        async def connect(client: Client) -> ConnectFailure | None:
+            async with gate:
+                try:
+                    return await client.connect(http)
+                except Exception as exc:  # a bug in one client must not hide the others
+                    return ConnectFailure(client.spec.name, client.spec.role, "internal", repr(exc))
+
+        outcomes = await asyncio.gather(*(connect(c) for c in clients))
+        failures = [f for f in outcomes if f is not None]
+        tasks = [asyncio.create_task(c.run(deadline)) for c in clients if c.connected]
+        results.put(
+            (
+                "ready",
+                spec.index,
+                {
+                    "requested": len(clients),
+                    "connected": sum(c.connected for c in clients),
+                    "failures": [asdict(f) for f in failures],
+                    "media_port": next(
+                        (t.remote_addr[1] for c in clients for t in c.transports), None
+                    ),
+                },
+            )
+        )
+        command = await _next_command(commands, deadline)
+        cpu_s = None
+        if command[0] == "window":
+            _, start_ns, end_ns, stop_ns = command
+            window.start_ns, window.end_ns, window.active = start_ns, end_ns, True
+            for client in clients:
+                if isinstance(client, Publisher):
+                    client.stop_ns = stop_ns
+            await _sleep_until_ns(start_ns, deadline)
+            cpu_start = time.process_time()
+            await _sleep_until_ns(end_ns, deadline)
+            cpu_s = time.process_time() - cpu_start
+            await _sleep_until_ns(stop_ns, deadline)
+        report = _report(spec, clients, failures, latency, app_latency)
+        report["cpu_s"] = cpu_s
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(c.close(http) for c in clients), return_exceptions=True),
+                CLOSE_TIMEOUT_S,
+            )
+        except TimeoutError:
+            pass
+        await http.close()
+    results.put(("result", spec.index, report))
+
+
+def _report(
+    spec: ProcessSpec,
+    clients: list[Client],
+    failures: list[ConnectFailure],
+    latency: dict[str, LatencySamples],
+    app_latency: dict[str, LatencySamples],
+) -> dict[str, Any]:
+    return {
+        "index": spec.index,
+        "cpu_s": None,
+        "failures": [asdict(f) for f in failures],
+        "publishers": [c.report() for c in clients if isinstance(c, Publisher)],
+        "subscribers": [c.report() for c in clients if isinstance(c, Subscriber)],
+        "connect_s": [round(c.connect_s, 4) for c in clients if c.connected],
+        "latency_ns": {kind: samples.to_bytes() for kind, samples in latency.items()},
+        "app_latency_ns": {kind: samples.to_bytes() for kind, samples in app_latency.items()},
+        "latency_overflow": sum(s.overflow for s in latency.values()),
+        "kernel_timestamps": all(t.kernel_timestamps for c in clients for t in c.transports),
+    }

@@ -1,0 +1,368 @@
+"""Run the standard benchmarks, on every datapath this build has.
+
+    python -m benchmarks.run --quick   # scenario 1 once per datapath -> results/quick.json
+    python -m benchmarks.run --full    # scenarios 1-4, 3 runs each (medians) -> RESULTS.md
+    python -m benchmarks.run --render benchmarks/results/full.json   # RESULTS.md again
+
+Every run starts its own `sfu serve --datapath X` on free loopback ports, so runs share
+no state; the datapaths take turns run by run, so that a change in the machine's load
+during the benchmark does not fall on one of them only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen.cli import format_table
+from benchmarks.loadgen.runner import LoadSpec, run_load
+from benchmarks.scenarios import (
+    FANOUT,
+    LOSS_LIMIT,
+    METRICS,
+    P99_LIMIT_US,
+    STANDARD,
+    all_connected,
+    find_max_load,
+    median_metric,
+    sustained,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_MD = BENCH_DIR / "RESULTS.md"
+QUICK_DURATION_S = 10.0
+FULL_DURATION_S = 10.0
+FULL_RUNS = 3
+BROWSER_SECTION = "## Browser meeting (benchmarks/browser_room.py)"
+
+Results = list[dict[str, Any]]
+
+
+def available_datapaths() -> list[str]:
+    """The pure-Python reference always; the native one when native/ is built."""
+    from sfu.io.datapath import native_available
+
+    return ["python", "native"] if native_available() else ["python"]
+
+
+def _run(spec: LoadSpec, label: str) -> dict[str, Any]:
+    print(f"--- {label} [{spec.datapath}]", flush=True)
+    result = run_load(spec)
+    print(format_table(result), flush=True)
+    if result["datapath"] != spec.datapath:
+        raise RuntimeError(f"asked for the {spec.datapath} datapath, got {result['datapath']}")
+    return result
+
+
+def _datapath_summary(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "out_pps": result["out_pps"],
+        "cpu_us_per_packet": result["cpu_us_per_packet"],
+        "latency_us": {k: result["latency_us"][k] for k in ("p50", "p95", "p99", "max")},
+        "loss": result["loss"],
+        "server_cpu_percent": result["server_cpu_percent"],
+        "generator_cpu_percent": result["generator_cpu_percent"],
+        "clients_connected": result["clients"]["connected"],
+        "clients_requested": result["clients"]["requested"],
+        "scenario": FANOUT.title,
+        "date": result["date"],
+    }
+
+
+def quick() -> int:
+    summary: dict[str, Any] = {}
+    every: Results = []
+    for datapath in available_datapaths():
+        spec = replace(FANOUT.spec, duration_s=QUICK_DURATION_S, datapath=datapath)
+        result = _run(spec, FANOUT.title)
+        summary[datapath] = _datapath_summary(result)
+        every.append(result)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / "quick.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0 if all_connected(every) else 1
+
+
+def _machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": sys.version.split()[0],
+        "kernel": platform.release(),
+        # Other work on the machine skews every number here: say how busy it was.
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
+
+
+def _fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if unit == "fraction":
+        return f"{value * 100:.3f} %"
+    if unit == "%":
+        return f"{value:.1f} %"
+    if unit == "MB":
+        return f"{value:.3f} MB"
+    if unit == "us":
+        return f"{value:,.1f} µs" if value < 100 else f"{value:,.0f} µs"
+    return f"{value:,.0f}"
+
+
+def _scenario_table(by_datapath: dict[str, Results]) -> list[str]:
+    names = list(by_datapath)
+    runs = max(len(r) for r in by_datapath.values())
+    lines = [
+        f"| metric (median of {runs} runs) | " + " | ".join(names) + " |",
+        "| --- |" + " ---: |" * len(names),
+    ]
+    for path, label, unit in METRICS:
+        cells = [_fmt(median_metric(by_datapath[n], path), unit) for n in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    connected = [
+        ", ".join(
+            f"{r['clients']['connected']}/{r['clients']['requested']}" for r in by_datapath[n]
+        )
+        for n in names
+    ]
+    lines.append("| clients connected (each run) | " + " | ".join(connected) + " |")
+    p99s = [", ".join(_fmt(r["latency_us"]["p99"], "us") for r in by_datapath[n]) for n in names]
+    lines.append("| p99 of each run | " + " | ".join(p99s) + " |")
+    return lines
+
+
+def _comparison(by_datapath: dict[str, Results]) -> list[str]:
+    if "python" not in by_datapath or "native" not in by_datapath:
+        return []
+    py = median_metric(by_datapath["python"], "cpu_us_per_packet")
+    native = median_metric(by_datapath["native"], "cpu_us_per_packet")
+    py_p99 = median_metric(by_datapath["python"], "latency_us.p99")
+    native_p99 = median_metric(by_datapath["native"], "latency_us.p99")
+    if not py or not native or not py_p99 or not native_p99:
+        return []
+    return [
+        "",
+        f"Native vs Python on this load: {py / native:.1f}x less SFU CPU per forwarded "
+        f"datagram ({_fmt(native, 'us')} vs {_fmt(py, 'us')}), p99 {_fmt(native_p99, 'us')} "
+        f"vs {_fmt(py_p99, 'us')}.",
+    ]
+
+
+def _failures(by_datapath: dict[str, Results]) -> list[str]:
+    lines = []
+    for datapath, results in by_datapath.items():
+        for run, result in enumerate(results, start=1):
+            for failure in result["clients"]["failed"][:5]:
+                lines.append(
+                    f"- {datapath} run {run}: {failure['name']} failed at {failure['stage']}: "
+                    f"{failure['reason']}"
+                )
+    return ["", *lines] if lines else []
+
+
+def _browser_section() -> list[str]:
+    """Keep whatever the lead wrote under the browser heading in an existing file."""
+    if RESULTS_MD.exists():
+        text = RESULTS_MD.read_text()
+        if BROWSER_SECTION in text:
+            return text[text.index(BROWSER_SECTION) :].rstrip().splitlines()
+    return [
+        BROWSER_SECTION,
+        "",
+        "_Filled by hand from `python -m benchmarks.browser_room` (join time to first "
+        "decoded frame, server CPU with N Chromium pages)._",
+    ]
+
+
+def _datapath_line(datapaths: list[str]) -> str:
+    if "native" in datapaths:
+        return (
+            "- Datapaths: `python` (the pure-Python reference) and `native` (the Cython "
+            "fan-out: header rewrite, libsrtp protect and sendmmsg per subscriber in C). "
+            "Each run gets a fresh server started with `--datapath python` or `--datapath "
+            "native`; the two take turns run by run."
+        )
+    return (
+        "- Datapath: **only the pure-Python datapath was measured**: the native (Cython) "
+        "datapath is not built on this machine."
+    )
+
+
+def write_results_md(raw: dict[str, Any]) -> None:
+    """RESULTS.md from the raw results of a --full run."""
+    machine = raw["machine"]
+    datapaths: list[str] = raw["datapaths"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"- Command: `{raw['command']}` ({raw['elapsed_s'] / 60:.1f} min)",
+        f"- Date: {raw['date']}",
+        f"- Machine: `nproc` = {machine['nproc']}, CPU: {machine['cpu']}, "
+        f"kernel {machine['kernel']}, load average at start {machine['load_average']}",
+        f"- Python {machine['python']}",
+        _datapath_line(datapaths),
+        "",
+        "## How these numbers are made",
+        "",
+        "`python -m benchmarks.loadgen` starts `sfu serve` on free loopback ports and "
+        "drives it through the client path a WHIP/WHEP tool uses: a token signed with the "
+        "server's key, WHIP/WHEP offers over HTTPS with the development certificate pinned, "
+        "ICE checks with USE-CANDIDATE and MESSAGE-INTEGRITY (then consent every 2.5 s), a "
+        "DTLS client handshake with the fingerprint checked, and SRTP with the exported keys. "
+        "Publishers run in one process, subscribers in two more (`--client-procs 2`), on the "
+        "same 2 cores as the server: the generator's own CPU is in every table, and when it "
+        "nears the cores' limit the latencies say as much about the generator as the SFU.",
+        "",
+        "- Publishers send Opus-shaped audio (50 packets/s, ~100 B) and VP8-shaped video "
+        "(30 frames/s, each frame split into equal packets of at most 1200 B, sent back to "
+        "back, a keyframe every 60 frames and on PLI).",
+        "- Every payload carries its send time (`time.monotonic_ns()`, system-wide on Linux) "
+        "and a packet counter, after the VP8 descriptor and frame tag for video: the SFU "
+        "forwards payloads unchanged but not header extensions.",
+        "- **Latency** is the one-way time from the publisher's send to the moment the "
+        "packet reached the subscriber's socket (kernel receive timestamp, SO_TIMESTAMPNS). "
+        "On loopback that is when the SFU sent it, so it is the time the packet spent in the "
+        "SFU, including waiting behind the rest of its frame's fan-out. The row 'p99 as seen "
+        "by the client process' is the same packets timed when the generator read them.",
+        "- **Loss** comes from the sequence numbers each subscriber sees (the SFU rewrites "
+        "them per subscriber but keeps them continuous), over packets sent inside the "
+        f"measured window ({FULL_DURATION_S:g} s after a 2 s warm-up); 'delivered / sent' "
+        "compares what subscribers got with what publishers sent in the same window.",
+        "- **Forwarded datagrams/s** is the delta of the server's `/healthz` counter "
+        "`datagrams_out` over the window (media plus the few STUN/RTCP replies); **CPU per "
+        "forwarded datagram** is the server's utime+stime from /proc over the same window "
+        "divided by that delta, so it includes receiving and decrypting the input.",
+        "- **RSS per participant** is the server's VmRSS at the end of the window (all "
+        "clients joined, packet caches full) minus before any joined, divided by participants "
+        "(scenario 2: 40 people = 160 WHIP/WHEP sessions).",
+    ]
+    for scenario in STANDARD:
+        by_datapath = raw["standard"][scenario.key]
+        out += ["", f"## {scenario.title}", "", *_scenario_table(by_datapath)]
+        out += _comparison(by_datapath) + _failures(by_datapath)
+    out += [
+        "",
+        "## 4. Largest sustained load (scenario 1 with more subscribers)",
+        "",
+        f"Sustained means: median p99 ≤ {P99_LIMIT_US / 1000:g} ms and median loss ≤ "
+        f"{LOSS_LIMIT * 100:g} % over {FULL_RUNS} runs, and every client connected. The count "
+        "doubles from 20 until a step fails (halves from 20 if that fails).",
+        "",
+        "| datapath | subscribers | forwarded datagrams/s | SFU CPU | p50 | p99 | loss "
+        "| generator CPU | sustained |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
+    ]
+    verdicts = []
+    for datapath in datapaths:
+        search = raw["max_load"][datapath]
+        steps = {int(k): v for k, v in search["steps"].items()}
+        for count in sorted(steps):
+            results = steps[count]
+            out.append(
+                f"| {datapath} | {count} | {_fmt(median_metric(results, 'out_pps'), '')} "
+                f"| {_fmt(median_metric(results, 'server_cpu_percent'), '%')} "
+                f"| {_fmt(median_metric(results, 'latency_us.p50'), 'us')} "
+                f"| {_fmt(median_metric(results, 'latency_us.p99'), 'us')} "
+                f"| {_fmt(median_metric(results, 'loss'), 'fraction')} "
+                f"| {_fmt(median_metric(results, 'generator_cpu_percent'), '%')} "
+                f"| {'yes' if sustained(results) else 'no'} |"
+            )
+        best = search["best_subscribers"]
+        if best is None:
+            verdicts.append(f"- {datapath}: no step met the limits.")
+        else:
+            pps = median_metric(steps[best], "out_pps")
+            last = max(steps)
+            limit = "" if not sustained(steps[last]) else " (the largest step tried)"
+            verdicts.append(
+                f"- **{datapath}: 1 publisher -> {best} subscribers{limit}**, "
+                f"{_fmt(pps, '')} forwarded datagrams/s."
+            )
+    out += ["", "Largest sustained load:", "", *verdicts, "", *_browser_section(), ""]
+    RESULTS_MD.write_text("\n".join(out))
+
+
+def full() -> int:
+    began = time.monotonic()
+    datapaths = available_datapaths()
+    raw: dict[str, Any] = {
+        "command": "python -m benchmarks.run --full",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": _machine(),
+        "datapaths": datapaths,
+        "standard": {},
+        "max_load": {},
+    }
+    every: Results = []
+
+    def repeat(title: str, spec: LoadSpec, names: list[str]) -> dict[str, Results]:
+        by_datapath: dict[str, Results] = {name: [] for name in names}
+        for run in range(1, FULL_RUNS + 1):
+            for name in names:
+                result = _run(replace(spec, datapath=name), f"{title} (run {run}/{FULL_RUNS})")
+                by_datapath[name].append(result)
+                every.append(result)
+        return by_datapath
+
+    for scenario in STANDARD:
+        spec = replace(scenario.spec, duration_s=FULL_DURATION_S)
+        raw["standard"][scenario.key] = repeat(scenario.title, spec, datapaths)
+
+    for name in datapaths:
+
+        def run_step(spec: LoadSpec, name: str = name) -> Results:
+            return repeat(f"4. max load: {spec.subscribers} subscribers", spec, [name])[name]
+
+        # Scenario 1 is the search's first step: its runs are reused, not repeated.
+        known = {FANOUT.spec.subscribers: raw["standard"][FANOUT.key][name]}
+        base = replace(FANOUT.spec, duration_s=FULL_DURATION_S, datapath=name)
+        best, steps = find_max_load(run_step, base, known)
+        raw["max_load"][name] = {
+            "best_subscribers": best,
+            "steps": {str(k): v for k, v in steps.items()},
+        }
+    raw["elapsed_s"] = round(time.monotonic() - began, 1)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "full.json").write_text(json.dumps(raw, indent=2) + "\n")
+    write_results_md(raw)
+    print(f"wrote {RESULTS_MD} and {RESULTS_DIR / 'full.json'}")
+    return 0 if all_connected(every) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="scenario 1 once per datapath")
+    mode.add_argument("--full", action="store_true", help="scenarios 1-4, 3 runs each")
+    mode.add_argument(
+        "--render", type=Path, metavar="FULL_JSON", help="rewrite RESULTS.md from a full.json"
+    )
+    args = parser.parse_args(argv)
+    if args.render is not None:
+        write_results_md(json.loads(args.render.read_text()))
+        return 0
+    return quick() if args.quick else full()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
