@@ -41,6 +41,10 @@ class PacketCache:
         slot = seq % self._size
         return self._packets[slot] if self._seqs[slot] == seq else None
 
+    def clear(self) -> None:
+        self._seqs = [-1] * self._size
+        self._packets = [b""] * self._size
+
 
 class RateLimiter:
     """Token bucket over packets; refills continuously, bursts up to one second."""
@@ -117,6 +121,18 @@ class Producer:
             self.request_keyframe(now)  # a subscriber waits to start at a keyframe
         # `now` is when the datagram was read: this is the time it spent inside the SFU.
         self.transport.worker.forward_latency.observe(time.monotonic() - now)
+
+    def restart_stream(self, now: float) -> None:
+        """The publisher's stream came back after a gap too long for 16-bit sequence
+        numbers to span (over 2^15 lost packets): pre-gap sequence numbers mean nothing
+        now, and passing the jump on would break every subscriber's SRTP the same way.
+        Each subscriber continues its own numbering from the next keyframe, as after a
+        publisher switch."""
+        if self.cache is not None:
+            self.cache.clear()
+        for consumer in self.consumers:
+            consumer.leg.synced = False
+        self.request_keyframe(now)
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)

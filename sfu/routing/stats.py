@@ -25,6 +25,8 @@ DROP_REASONS = {
     "rtp_before_keys": "before_keys",
     "srtp_unprotect_failed": "srtp_auth",
     "srtcp_unprotect_failed": "srtcp_auth",
+    "srtp_replay": "srtp_replay",
+    "srtcp_replay": "srtcp_replay",
     "malformed_rtp": "malformed_rtp",
     "malformed_rtcp": "malformed_rtcp",
     "rtp_unknown_ssrc": "unknown_ssrc",
@@ -35,7 +37,10 @@ DROP_REASONS = {
 SRTP_ERRORS = {
     "srtp_unprotect_failed": "rtp_unprotect",
     "srtcp_unprotect_failed": "rtcp_unprotect",
+    "srtp_replay": "rtp_replay",
+    "srtcp_replay": "rtcp_replay",
     "srtp_protect_failed": "protect",
+    "srtp_roc_resync": "roc_resync",
 }
 
 

@@ -10,7 +10,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from sfu.proto.dtls import DtlsServer, DtlsState
+from sfu.proto.dtls import DtlsServer, DtlsState, SrtpKeys
 from sfu.proto.ice import IceCheck, IceCredentials
 from sfu.proto.srtp import SrtpError, SrtpPair
 from sfu.wire.rtcp import (
@@ -57,6 +57,7 @@ class Transport:
         self.remote_fingerprints = remote_fingerprints
         self.dtls = DtlsServer(worker.dtls_context, remote_fingerprints)
         self.srtp: SrtpPair | None = None
+        self._stream_restarted = False
         self.addr: Address | None = None
         self.rtcp_ssrc = secrets.randbits(32) or 1
         self.producers_by_ssrc: dict[int, Producer] = {}
@@ -106,7 +107,7 @@ class Transport:
         self._flush_dtls()
         if self.dtls.state == DtlsState.CONNECTED and before != DtlsState.CONNECTED:
             assert self.dtls.keys is not None
-            self.srtp = SrtpPair(self.dtls.keys)
+            self.start_srtp(self.dtls.keys)
             self.update_routes()
             self.worker.count("dtls_ok")
             self.worker.handshake_done(self)
@@ -137,8 +138,8 @@ class Transport:
         try:
             packet = self.srtp.unprotect(data)
             header = parse_rtp_header(packet)
-        except SrtpError:
-            self.worker.count("srtp_unprotect_failed")
+        except SrtpError as failure:
+            self.worker.count("srtp_replay" if failure.is_replay else "srtp_unprotect_failed")
             return
         except RtpError:
             self.worker.count("malformed_rtp")
@@ -150,6 +151,9 @@ class Transport:
             if producer is None:
                 self.worker.count("rtp_unknown_ssrc")
                 return
+        if self._stream_restarted:
+            self._stream_restarted = False
+            producer.restart_stream(now)
         producer.on_rtp(packet, header, now)
 
     def _bind_unknown_ssrc(self, packet: bytes, ssrc: int, header: object) -> Producer | None:
@@ -176,14 +180,27 @@ class Transport:
         self.producers_by_ssrc[ssrc] = candidate
         return candidate
 
+    def start_srtp(self, keys: SrtpKeys) -> None:
+        """Key SRTP in both directions (from the DTLS handshake; tests key it directly)."""
+        self.srtp = SrtpPair(keys)
+        self.srtp.on_roc_resync = self._on_roc_resync
+
+    def _on_roc_resync(self, ssrc: int) -> None:
+        # Called from inside unprotect: on_rtp restarts the producer's stream next.
+        self._stream_restarted = True
+        self.worker.count("srtp_roc_resync")
+        log.info(
+            "session %s: SSRC %d resumed after a gap of over 2^15 packets", self.owner_id, ssrc
+        )
+
     def on_rtcp(self, data: bytes, now: float) -> None:
         if self.srtp is None:
             self.worker.count("rtp_before_keys")
             return
         try:
             packets = parse_rtcp(self.srtp.unprotect_rtcp(data))
-        except SrtpError:
-            self.worker.count("srtcp_unprotect_failed")
+        except SrtpError as failure:
+            self.worker.count("srtcp_replay" if failure.is_replay else "srtcp_unprotect_failed")
             return
         except RtcpError:
             self.worker.count("malformed_rtcp")

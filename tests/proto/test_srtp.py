@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 
 import pytest
 from pylibsrtp import Policy, Session
 
+from sfu.proto import srtp as srtp_module
 from sfu.proto.dtls import SrtpKeys
-from sfu.proto.srtp import SrtpError, SrtpPair
+from sfu.proto.srtp import RESYNC_AFTER, SrtpError, SrtpPair
 
 PROFILES = {
     "AEAD_AES_128_GCM": (Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 16 + 12),
@@ -178,3 +180,119 @@ def test_protect_handles_a_1400_byte_packet_as_gstreamer_sends_by_default(
     pair, peer = pair_and_peer
     packet = rtp(3, payload=bytes(1400 - 12))
     assert peer.rx.unprotect(pair.protect(packet)) == packet
+
+
+# -- rollover counter resynchronisation (RFC 3711 3.3.1) ---------------------------
+
+
+def rtp_at(index: int, ssrc: int = SSRC) -> bytes:
+    """A packet with the 48-bit SRTP index `index` (ROC in the high bits)."""
+    seq = index & 0xFFFF
+    return struct.pack("!BBHII", 0x80, 96, seq, (index * 3000) & 0xFFFFFFFF, ssrc) + b"\x10\x00x"
+
+
+def send_through_gap(peer: Peer, start: int, gap: int) -> list[tuple[int, bytes]]:
+    """What the peer sends from `start`: 50 packets, `gap` that are lost, then 60 more.
+
+    The lost ones are protected too (in steps the sender's own ROC tracking follows)
+    so that the sender's rollover counter is what a real sender's would be."""
+    delivered = [(i, peer.tx.protect(rtp_at(i))) for i in range(start, start + 50)]
+    for i in range(start + 50, start + 50 + gap, 1000):
+        peer.tx.protect(rtp_at(i))
+    resume = start + 50 + gap
+    delivered += [(i, peer.tx.protect(rtp_at(i))) for i in range(resume, resume + 60)]
+    return delivered
+
+
+@pytest.mark.parametrize(
+    ("start", "gap"),
+    [
+        (40_000, 33_000),  # no wrap, but more than 2^15 ahead: libsrtp guesses ROC - 1
+        (60_000, 40_000),  # wraps: guessed right only within 2^15
+        (1_000, 65_536 + 10),  # a whole ROC later, almost the same sequence number
+        (20_000, 3 * 65_536 + 500),  # three rollovers
+    ],
+)
+def test_media_resumes_after_more_than_32768_lost_packets(
+    pair_and_peer: tuple[SrtpPair, Peer], start: int, gap: int
+) -> None:
+    pair, peer = pair_and_peer
+    results: list[tuple[int, bool]] = []
+    for index, packet in send_through_gap(peer, start, gap):
+        try:
+            assert pair.unprotect(packet) == rtp_at(index)
+            results.append((index, True))
+        except SrtpError:
+            results.append((index, False))
+    before, after = results[:50], results[50:]
+    assert all(ok for _, ok in before)
+    lost_after_gap = [i for i, ok in after if not ok]
+    # Only the packets before the resync attempt are lost; all later ones decrypt.
+    assert len(lost_after_gap) < RESYNC_AFTER
+    assert all(ok for _, ok in after[RESYNC_AFTER:])
+    assert pair.roc_resyncs == 1
+
+
+def test_without_the_resync_the_stream_stays_dead_after_the_gap(
+    pair_and_peer: tuple[SrtpPair, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control for the test above: libsrtp alone never recovers."""
+    monkeypatch.setattr(srtp_module, "RESYNC_ROC_STEPS", ())
+    pair, peer = pair_and_peer
+    decrypted = 0
+    for _, packet in send_through_gap(peer, 40_000, 33_000)[50:]:
+        with contextlib.suppress(SrtpError):
+            pair.unprotect(packet)
+            decrypted += 1
+    assert decrypted == 0
+
+
+def test_replay_protection_holds_across_a_resync(pair_and_peer: tuple[SrtpPair, Peer]) -> None:
+    pair, peer = pair_and_peer
+    sent = send_through_gap(peer, 40_000, 33_000)
+    taken: list[bytes] = []
+    for _, packet in sent:
+        with contextlib.suppress(SrtpError):
+            pair.unprotect(packet)
+            taken.append(packet)
+    assert pair.roc_resyncs == 1
+    # Every packet taken, before or after the gap, replayed a dozen times: none is
+    # accepted again, whatever resync attempts the failures trigger.
+    accepted = 0
+    for _ in range(12):
+        for packet in taken:
+            try:
+                pair.unprotect(packet)
+                accepted += 1
+            except SrtpError:
+                pass
+    assert accepted == 0
+    # ...and the live stream goes on.
+    assert len(taken) > 100
+    nxt = sent[-1][0] + 1
+    assert pair.unprotect(peer.tx.protect(rtp_at(nxt))) == rtp_at(nxt)
+
+
+def test_junk_with_a_live_ssrc_does_not_derail_the_stream(
+    pair_and_peer: tuple[SrtpPair, Peer],
+) -> None:
+    pair, peer = pair_and_peer
+    for i in range(10):
+        pair.unprotect(peer.tx.protect(rtp_at(i)))
+    junk = rtp_at(5_000) + os.urandom(16)
+    for _ in range(5 * RESYNC_AFTER):
+        with pytest.raises(SrtpError) as failure:
+            pair.unprotect(junk)
+        assert not failure.value.is_replay
+    assert pair.roc_resyncs == 0
+    for i in range(10, 20):
+        assert pair.unprotect(peer.tx.protect(rtp_at(i))) == rtp_at(i)
+
+
+def test_a_replay_is_reported_as_such(pair_and_peer: tuple[SrtpPair, Peer]) -> None:
+    pair, peer = pair_and_peer
+    packet = peer.tx.protect(rtp_at(7))
+    pair.unprotect(packet)
+    with pytest.raises(SrtpError) as failure:
+        pair.unprotect(packet)
+    assert failure.value.is_replay

@@ -21,7 +21,7 @@ from OpenSSL import SSL
 from pylibsrtp import Policy, Session
 
 from sfu.proto.dtls import SrtpKeys
-from sfu.proto.srtp import SrtpPair
+from sfu.proto.srtp import RESYNC_AFTER
 from sfu.routing.consumer import Consumer
 from sfu.routing.producer import Producer
 from sfu.routing.transport import Address, Transport
@@ -42,6 +42,8 @@ DROP_COUNTERS = {
     "rtp_before_keys",
     "srtp_unprotect_failed",
     "srtcp_unprotect_failed",
+    "srtp_replay",
+    "srtcp_replay",
     "malformed_rtp",
     "malformed_rtcp",
     "rtp_unknown_ssrc",
@@ -363,7 +365,7 @@ def _keyed_transport(harness: Harness, addr: Address) -> tuple[Transport, SrtpKe
     transport = harness.transport()
     harness.worker.on_datagram(binding_request(transport, nominate=True), addr, 0.0)
     keys = SrtpKeys("AES_CM_128_HMAC_SHA1_80", os.urandom(30), os.urandom(30))
-    transport.srtp = SrtpPair(keys)
+    transport.start_srtp(keys)
     harness.worker.handshake_done(transport)
     return transport, keys
 
@@ -396,6 +398,64 @@ def test_published_packet_reaches_every_subscriber_encrypted_for_each(
         plain = rx.unprotect(datagrams[0])
         assert len(plain) == size
         assert plain[12:] == keyframe[12:]
+
+
+def _one_subscriber(harness: Harness) -> tuple[SrtpKeys, Address, SrtpKeys]:
+    vp8 = Codec(96, "VP8", 90000, rtcp_fbs=["nack", "nack pli"])
+    publisher, publisher_keys = _keyed_transport(harness, PEER)
+    producer = Producer("track", "alice", "video", "camera", vp8, publisher, "0", 0x1234)
+    publisher.producers_by_mid["0"] = producer
+    publisher.producers_by_ssrc[0x1234] = producer
+    addr = ("127.0.0.1", 51000)
+    transport, keys = _keyed_transport(harness, addr)
+    consumer = Consumer("c0", transport, "video", vp8, "0", 0xC000, "cn")
+    transport.consumers_by_ssrc[consumer.ssrc] = consumer
+    consumer.attach(producer, 0.0)
+    harness.sent.clear()
+    return publisher_keys, addr, keys
+
+
+def test_a_stream_resumes_after_more_than_32768_lost_packets(harness: Harness) -> None:
+    """libsrtp alone rejects every packet after such a gap (see tests/proto/test_srtp.py)."""
+    publisher_keys, addr, keys = _one_subscriber(harness)
+    tx = Session(Policy(key=publisher_keys.remote_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+
+    def packet(index: int) -> bytes:
+        header = struct.pack("!BBHII", 0x80, 96, index & 0xFFFF, index * 3000 & 0xFFFFFFFF, 0x1234)
+        return header + b"\x10\x00" + index.to_bytes(6, "big")
+
+    start, gap = 50_000, 40_000
+    for i in range(start, start + 20):
+        harness.worker.on_datagram(tx.protect(packet(i)), PEER, 1.0)
+    for i in range(start + 20, start + 20 + gap, 1000):  # lost on the way
+        tx.protect(packet(i))
+    resume = start + 20 + gap
+    for i in range(resume, resume + 40):
+        harness.worker.on_datagram(tx.protect(packet(i)), PEER, 2.0)
+    rx = Session(Policy(key=keys.local_key, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    plain = [rx.unprotect(data) for data, to in harness.sent if to == addr]
+    got = [int.from_bytes(p[14:], "big") for p in plain]
+    assert got[:20] == list(range(start, start + 20))
+    after = got[20:]
+    # All but the few that failed before the resync attempt, in order...
+    assert len(after) > 40 - RESYNC_AFTER, dict(harness.worker.counters)
+    assert after == list(range(resume + 40 - len(after), resume + 40))
+    # ...numbered on from where the subscriber's stream left off: a jump of over 2^15
+    # passed on would break the subscriber's SRTP just as it broke ours.
+    out_seqs = [int.from_bytes(p[2:4], "big") for p in plain]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(out_seqs, out_seqs[1:], strict=False))
+    assert harness.worker.counters["srtp_roc_resync"] == 1
+
+
+def test_a_replayed_packet_is_dropped_and_counted_as_a_replay(harness: Harness) -> None:
+    publisher_keys, addr, _ = _one_subscriber(harness)
+    tx = Session(Policy(key=publisher_keys.remote_key, ssrc_type=Policy.SSRC_ANY_OUTBOUND))
+    datagram = tx.protect(struct.pack("!BBHII", 0x80, 96, 5, 0, 0x1234) + b"\x10\x00media")
+    for _ in range(3):
+        harness.worker.on_datagram(datagram, PEER, 1.0)
+    assert len([1 for _, to in harness.sent if to == addr]) == 1
+    assert harness.worker.counters["srtp_replay"] == 2
+    assert harness.worker.counters["srtp_unprotect_failed"] == 0
 
 
 # -- fuzz ---------------------------------------------------------------------------
@@ -459,7 +519,7 @@ def test_ten_thousand_random_datagrams_from_bound_peers_never_raise(harness: Har
             assert harness.worker.by_addr.get(PEER) is transport
             if rng.random() < 0.5:
                 keys = SrtpKeys("AES_CM_128_HMAC_SHA1_80", os.urandom(30), os.urandom(30))
-                transport.srtp = SrtpPair(keys)
+                transport.start_srtp(keys)
         harness.worker.on_datagram(random_datagram(rng), PEER, float(i))
     counters = harness.worker.counters
     assert counters["handler_errors"] == 0, dict(counters)
