@@ -1,8 +1,12 @@
-"""The media port: one asyncio datagram endpoint feeding the Worker, plus its timers.
+"""The media port: one non-blocking UDP socket feeding the Worker, plus its timers.
 
-This is the only module of the media plane that touches sockets or the clock; the
-native datapath of a later slice replaces what is behind `MediaPort` without
-changing its interface.
+This is the only module of the media plane that touches sockets or the clock.
+
+Datagrams are read in batches per wake-up. The first of each batch is read with its
+kernel receive timestamp, which says how long the oldest waiting datagram has been
+queued: when that exceeds OVERLOAD_ENTER_S the worker is behind, and it sheds video
+until the queue is back under OVERLOAD_EXIT_S (see Worker.set_overloaded). Batching
+never waits for a batch to fill: a wake-up reads what is there and returns.
 """
 
 from __future__ import annotations
@@ -10,28 +14,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 import time
+from collections.abc import Callable
 
 from sfu.io.datapath import create_datapath
-from sfu.routing.worker import Worker
+from sfu.routing.worker import MAX_DATAGRAM, Worker
 
 log = logging.getLogger(__name__)
 
 DTLS_TIMER_S = 0.05
 REPORT_TIMER_S = 1.0
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
+# Datagrams handled per wake-up before the event loop gets a turn (signaling, timers).
+RECV_BATCH = 64
+# Queueing delay of the oldest waiting datagram that starts and ends video shedding.
+OVERLOAD_ENTER_S = 0.020
+OVERLOAD_EXIT_S = 0.005
 
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, port: MediaPort) -> None:
-        self.port = port
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.port.worker.on_datagram(data, (addr[0], addr[1]), time.monotonic())
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP errors (peer gone) arrive here; they are not ours to crash on.
-        self.port.worker.count("socket_errors")
+# Linux socket options that Python's socket module does not name.
+SO_TIMESTAMPNS = 35
+SO_RXQ_OVFL = 40
+_TIMESPEC = struct.Struct("@qq")
+_U32 = struct.Struct("@I")
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_U32.size)
 
 
 class MediaPort:
@@ -44,23 +50,37 @@ class MediaPort:
         self.port = port
         self.worker = Worker(self._send, silence_timeout_s)
         self.worker.datapath = create_datapath(datapath, self.worker.send)
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.Task[None]] = []
+        self._timestamps = False
+        # Tests replace the clock that queueing delay is measured against.
+        self.wall_clock_ns: Callable[[], int] = time.time_ns
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self._transport is not None:
-            self._transport.sendto(data, addr)
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except BlockingIOError:
+            # The send buffer is full: drop this packet rather than queue without bound.
+            self.worker.count("send_failed")
+        except OSError:
+            self.worker.count("socket_errors")
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+        self._timestamps = _try_setsockopt(sock, SO_TIMESTAMPNS)
+        _try_setsockopt(sock, SO_RXQ_OVFL)
+        sock.setblocking(False)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
-        self._transport = transport
+        self._sock = sock
+        self._loop.add_reader(sock.fileno(), self._on_readable)
         # The native datapath sends media with sendmmsg on this same socket.
         self.worker.datapath.set_socket(sock.fileno())
         self._timers = [
@@ -73,6 +93,50 @@ class MediaPort:
             self.port,
             self.worker.datapath.name,
         )
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        worker = self.worker
+        try:
+            data, ancillary, _, addr = sock.recvmsg(MAX_DATAGRAM + 1, _ANCILLARY_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            worker.count("socket_errors")  # ICMP errors (a peer gone) surface here
+            return
+        now = time.monotonic()
+        self._account(ancillary, now)
+        worker.on_datagram(data, (addr[0], addr[1]), now)
+        receive = sock.recvfrom
+        monotonic = time.monotonic
+        for _ in range(RECV_BATCH - 1):
+            try:
+                data, addr = receive(MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                worker.count("socket_errors")
+                return
+            worker.on_datagram(data, (addr[0], addr[1]), monotonic())
+
+    def _account(self, ancillary: list[tuple[int, int, bytes]], now: float) -> None:
+        """Overload detection and the kernel's drop counter, from one datagram's cmsgs."""
+        for level, kind, value in ancillary:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                queued_s = (self.wall_clock_ns() - (seconds * 1_000_000_000 + nanoseconds)) / 1e9
+                if self.worker.shedding:
+                    if queued_s < OVERLOAD_EXIT_S:
+                        self.worker.set_overloaded(False, now)
+                elif queued_s > OVERLOAD_ENTER_S:
+                    self.worker.set_overloaded(True, now)
+            elif kind == SO_RXQ_OVFL and len(value) >= _U32.size:
+                # Cumulative count of datagrams the kernel dropped on a full buffer.
+                self.worker.counters["socket_receive_overflow"] = _U32.unpack_from(value)[0]
 
     async def _every(self, interval_s: float, callback: object) -> None:
         assert callable(callback)
@@ -91,6 +155,16 @@ class MediaPort:
                 await task
             except asyncio.CancelledError:
                 pass
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+
+
+def _try_setsockopt(sock: socket.socket, option: int) -> bool:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, option, 1)
+    except OSError:
+        return False
+    return True

@@ -135,6 +135,12 @@ class Transport:
         if self.srtp is None:
             self.worker.count("rtp_before_keys")
             return
+        if self.worker.shedding:
+            # The SSRC is in clear text: shed video before paying for its decryption.
+            shed = self.producers_by_ssrc.get(int.from_bytes(data[8:12], "big"))
+            if shed is not None and shed.kind == "video":
+                self.worker.shed(shed)
+                return
         try:
             packet = self.srtp.unprotect(data)
             header = parse_rtp_header(packet)

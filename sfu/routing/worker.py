@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sfu.proto.dtls import DtlsCertificate
 from sfu.proto.ice import IceCredentials, answer_binding_request
@@ -17,6 +18,9 @@ from sfu.routing.stats import LatencyHistogram
 from sfu.routing.transport import Address, Transport
 from sfu.wire import stun
 from sfu.wire.demux import PacketClass, classify
+
+if TYPE_CHECKING:
+    from sfu.routing.producer import Producer
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,11 @@ class Worker:
         self.datapath: Datapath = PythonDatapath(self.send)
         self.forward_latency = LatencyHistogram()
         self.on_transport_closed: CloseListener | None = None
+        # Set by the I/O layer while datagrams wait too long in the socket queue: video
+        # RTP is then dropped before decryption so that audio, RTCP, STUN and DTLS,
+        # which cost little and matter most, keep flowing.
+        self.shedding = False
+        self._shed_producers: set[Producer] = set()
 
     @property
     def forwarded_packets(self) -> Counter[str]:
@@ -56,6 +65,29 @@ class Worker:
 
     def count(self, what: str) -> None:
         self.counters[what] += 1
+
+    def set_overloaded(self, overloaded: bool, now: float) -> None:
+        """Start or stop shedding video. On the way out every producer that lost
+        packets is asked for a keyframe, so its subscribers' pictures recover at once."""
+        if overloaded == self.shedding:
+            return
+        self.shedding = overloaded
+        if overloaded:
+            self.count("overload_episodes")
+            log.warning("media worker behind: dropping incoming video until it catches up")
+            return
+        log.warning(
+            "media worker caught up: %d video tracks asked for a keyframe",
+            len(self._shed_producers),
+        )
+        for producer in self._shed_producers:
+            if not producer.closed:
+                producer.request_keyframe(now)
+        self._shed_producers.clear()
+
+    def shed(self, producer: Producer) -> None:
+        self.counters["overload_shed"] += 1
+        self._shed_producers.add(producer)
 
     def send(self, data: bytes, addr: Address) -> None:
         self.counters["datagrams_out"] += 1
