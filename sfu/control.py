@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from sfu.io.datapath import DatapathUnavailable
 from sfu.io.udp import MediaPort
@@ -34,6 +35,7 @@ from sfu.routing.types import (
     TrackPublished,
     TrackUnpublished,
 )
+from sfu.wire.sdp import with_inactive_sections
 
 __all__ = [
     "DatapathUnavailable",
@@ -43,6 +45,7 @@ __all__ = [
     "MediaService",
     "MidIntent",
     "NegotiationResult",
+    "OfferedSection",
     "ParticipantInfo",
     "ParticipantJoined",
     "ParticipantLeft",
@@ -55,6 +58,40 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedSection:
+    """What one m-section of an offer asks for: enough for signaling to authorize it."""
+
+    mid: str
+    kind: str  # "audio" | "video" | "application"
+    direction: str  # "sendrecv" | "sendonly" | "recvonly" | "inactive"
+    active: bool  # False for a stopped (port 0) m-section
+
+    @property
+    def sending(self) -> bool:
+        """The client sends media here: it publishes a track."""
+        return self.active and self.direction in ("sendrecv", "sendonly")
+
+    @property
+    def receiving(self) -> bool:
+        """The client only receives here: it subscribes."""
+        return self.active and self.direction == "recvonly"
+
+
+def describe_offer(offer: str) -> list[OfferedSection]:
+    """The m-sections of a valid offer (MediaError "bad_sdp" for an invalid one)."""
+    parsed = parse_offer(offer)
+    return [
+        OfferedSection(
+            section.mid or str(index),
+            section.kind,
+            section.direction,
+            section.port != 0 or section.bundle_only,
+        )
+        for index, section in enumerate(parsed.media)
+    ]
 
 
 class MediaService:
@@ -138,12 +175,24 @@ class MediaService:
                 log.exception("room event observer failed")
 
     def negotiate(
-        self, session_id: str, offer: str, intents: dict[str, MidIntent]
+        self,
+        session_id: str,
+        offer: str,
+        intents: dict[str, MidIntent],
+        refused: Mapping[str, str] | None = None,
     ) -> NegotiationResult:
+        """Apply an offer. ``refused`` maps mids signaling does not authorize to the
+        reason: those m-sections are answered inactive (ending whatever they carried)
+        and each reason comes first in the warnings, as a "forbidden" one."""
         session = self.sessions.get(session_id)
         if session is None:
             raise MediaError("not_found", "no such session")
-        return session.negotiate(offer, intents, time.monotonic())
+        if refused:
+            offer = with_inactive_sections(offer, set(refused))
+        result = session.negotiate(offer, intents, time.monotonic())
+        if refused:
+            result.warnings[:0] = [("forbidden", reason) for reason in refused.values()]
+        return result
 
     def participants(self, room: str, exclude_session: str | None = None) -> list[ParticipantInfo]:
         room_obj = self.rooms.get(room)

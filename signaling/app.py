@@ -49,16 +49,21 @@ async def _security_headers(
     return response
 
 
-def audit_room_event(audit: AuditLog, room: str, event: RoomEvent) -> None:
+def audit_room_event(audit: AuditLog, room_key: str, event: RoomEvent) -> None:
+    # Signaling names media-plane rooms "tenant/room" (AccessToken.room_key).
+    tenant, _, room = room_key.partition("/")
     if isinstance(event, ParticipantJoined):
-        audit.record("join", event.participant.identity, room)
+        audit.record("join", event.participant.identity, room, tenant=tenant)
     elif isinstance(event, ParticipantLeft):
-        audit.record("leave", event.identity, room, reason=event.reason)
+        audit.record("leave", event.identity, room, tenant=tenant, reason=event.reason)
     elif isinstance(event, TrackPublished):
         track = event.track
-        audit.record("publish", track.identity, room, track_id=track.track_id, kind=track.kind)
+        audit.record(
+            "publish", track.identity, room, tenant=tenant, track_id=track.track_id,
+            kind=track.kind,
+        )  # fmt: skip
     elif isinstance(event, TrackUnpublished):
-        audit.record("unpublish", event.identity, room, track_id=event.track_id)
+        audit.record("unpublish", event.identity, room, tenant=tenant, track_id=event.track_id)
 
 
 async def _index(request: web.Request) -> web.FileResponse:

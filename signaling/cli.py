@@ -1,4 +1,4 @@
-"""The `sfu` command: serve, token."""
+"""The `sfu` command: serve, token, keys, audit."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -18,10 +19,11 @@ from aiohttp import web
 from sfu.control import DatapathUnavailable, MediaService
 from signaling.app import create_app
 from signaling.audit import AuditLog, AuditPaths, export, verify
+from signaling.keystore import DEFAULT_GRACE_S, KeyStore, KeyStoreError
 from signaling.metrics import start_metrics_server
 from signaling.rooms import RoomSettingsError, RoomSettingsFile
 from signaling.tls import ensure_dev_certificate, server_ssl_context
-from signaling.tokens import ROLE_GRANTS, SigningKeys
+from signaling.tokens import DEFAULT_TENANT, GRANTS, ROLE_GRANTS, AttrValue, SigningKeys
 
 log = logging.getLogger("sfu")
 
@@ -78,8 +80,43 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--room", required=True)
     token.add_argument("--identity", required=True)
     token.add_argument("--name", default=None, help="display name (default: identity)")
-    token.add_argument("--role", choices=sorted(ROLE_GRANTS), default="participant")
+    rights = token.add_mutually_exclusive_group()
+    rights.add_argument(
+        "--role",
+        choices=sorted(ROLE_GRANTS),
+        default=None,
+        help="grant preset (default: participant): "
+        + "; ".join(f"{r} = {','.join(sorted(g))}" for r, g in sorted(ROLE_GRANTS.items())),
+    )
+    rights.add_argument(
+        "--grants", default=None, help=f"comma-separated grants from: {','.join(GRANTS)}"
+    )
+    token.add_argument("--tenant", default=DEFAULT_TENANT)
+    token.add_argument(
+        "--mfa", type=int, default=0, help="assurance: 0 none, 1 password, 2 second factor"
+    )
+    token.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="verified attribute (repeatable); true/false and integers are typed",
+    )
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.add_argument("--kid", default=None, help="sign with this key (default: the current)")
+
+    keys = sub.add_parser("keys", help="list or rotate the token signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser("rotate", help="add a new current key; old ones keep a grace")
+    rotate.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    rotate.add_argument(
+        "--grace",
+        type=float,
+        default=float(DEFAULT_GRACE_S),
+        help="seconds the previous key keeps verifying tokens (default: 86400)",
+    )
+    list_cmd = keys_sub.add_parser("list", help="print kid, created and status of each key")
+    list_cmd.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
     audit = sub.add_parser("audit", help="check or export the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify_cmd = audit_sub.add_parser("verify", help="exit 0 if the chain is intact")
@@ -214,16 +251,79 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_attr(text: str) -> tuple[str, AttrValue]:
+    """``key=value`` with value true/false (bool), an integer (int) or else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--attr {text!r} is not KEY=VALUE")
+    value: AttrValue
+    if raw in ("true", "false"):
+        value = raw == "true"
+    else:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = raw
+    return key, value
+
+
 def _token(args: argparse.Namespace) -> int:
-    keys = SigningKeys.load_or_create(args.data_dir)
     try:
+        attrs = dict(parse_attr(text) for text in args.attr)
+        grants = None
+        if args.grants is not None:
+            grants = [g.strip() for g in args.grants.split(",") if g.strip()]
+            unknown = [g for g in grants if g not in GRANTS]
+            if unknown:
+                raise ValueError(f"unknown grant {unknown[0]!r}; grants are: {', '.join(GRANTS)}")
+        keys = SigningKeys.load_or_create(args.data_dir)
         token = keys.issue(
-            identity=args.identity, room=args.room, role=args.role, ttl_s=args.ttl, name=args.name
+            identity=args.identity,
+            room=args.room,
+            role=args.role,
+            grants=grants,
+            tenant=args.tenant,
+            ttl_s=args.ttl,
+            name=args.name,
+            mfa=args.mfa,
+            attrs=attrs,
+            kid=args.kid,
         )
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(token)
+    return 0
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _keys(args: argparse.Namespace, now: float | None = None) -> int:
+    store = KeyStore(args.data_dir)
+    when = time.time() if now is None else now
+    try:
+        if args.keys_command == "rotate":
+            if args.grace < 0:
+                raise ValueError("--grace must not be negative")
+            entry = store.rotate(when, args.grace)
+            until = _iso(when + args.grace)
+            print(f"new current key {entry.kid}; the previous key verifies until {until}")
+            return 0
+        entries = store.ensure(when)
+    except (KeyStoreError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{'KID':<16}  {'CREATED':<20}  STATUS")
+    for entry in entries:
+        status = entry.status(when)
+        if status == "retired" and entry.valid_until is not None:
+            status = f"retired, verifies until {_iso(entry.valid_until)}"
+        elif status == "expired" and entry.valid_until is not None:
+            status = f"expired {_iso(entry.valid_until)}"
+        print(f"{entry.kid:<16}  {_iso(entry.created):<20}  {status}")
     return 0
 
 
@@ -233,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "keys":
+        return _keys(args)
     return _token(args)
 
 

@@ -6,6 +6,12 @@
     [rooms."board-meeting"]
     allow_bundle = false       # every channel on its own DTLS transport, or no entry
 
+    [rooms."acme/board-meeting"]
+    allow_bundle = false       # the same, for room "board-meeting" of tenant "acme"
+
+A room of tenant T is looked up as "T/room"; a bare name is a room of the
+"default" tenant (tenant names never contain "/").
+
 A file that does not parse never leaves the server without settings: the last valid
 ones stay in force and the error is logged.
 """
@@ -95,6 +101,9 @@ class RoomSettingsFile:
         self._mtime_ns, self._defaults, self._rooms = stat.st_mtime_ns, defaults, rooms
         log.info("room settings loaded file=%s rooms=%d", self.path, len(rooms))
 
-    def for_room(self, room: str) -> RoomSettings:
+    def for_room(self, room: str, tenant: str = "default") -> RoomSettings:
         self.load()
-        return self._rooms.get(room, self._defaults)
+        found = self._rooms.get(f"{tenant}/{room}")
+        if found is None and tenant == "default":
+            found = self._rooms.get(room)
+        return self._defaults if found is None else found

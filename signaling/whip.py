@@ -13,13 +13,22 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from sfu.control import MediaError, MediaService, RoomEvent, SessionClosed, SessionPolicy
+from sfu.control import (
+    MediaError,
+    MediaService,
+    RoomEvent,
+    SessionClosed,
+    SessionPolicy,
+    describe_offer,
+)
 from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
 from signaling.tokens import AccessToken, SigningKeys, TokenError
 
 log = logging.getLogger(__name__)
 
 MAX_OFFER_BYTES = 256 * 1024
+# The grant a WHIP publisher needs for each kind of m-section it sends.
+WHIP_GRANTS = {"audio": "publish:audio", "video": "publish:video"}
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
@@ -32,6 +41,7 @@ CORS_HEADERS = {
 @dataclass(slots=True)
 class Resource:
     session_id: str
+    tenant: str
     room: str
     kind: str  # "whip" | "whep"
 
@@ -46,7 +56,8 @@ def _error(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n", headers=headers)
 
 
-def _authorize(request: web.Request, room: str, grant: str) -> AccessToken | web.Response:
+def _authenticate(request: web.Request, room: str) -> AccessToken | web.Response:
+    """The bearer token, if valid and for ``room``; else the 401/403 response (audited)."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -60,22 +71,45 @@ def _authorize(request: web.Request, room: str, grant: str) -> AccessToken | web
         audit.record("auth_failure", channel=channel, reason=exc.message, remote=remote)
         return _error(401, exc.message)
     try:
-        access.require(room, grant)
+        access.require(room)
     except TokenError as exc:
         audit.record(
-            "auth_failure",
-            access.identity,
-            room,
-            channel=channel,
-            reason=exc.message,
-            remote=remote,
-        )
+            "auth_failure", access.identity, room, tenant=access.tenant, channel=channel,
+            reason=exc.message, remote=remote,
+        )  # fmt: skip
         return _error(403, exc.message)
-    audit.record(
-        "auth_success", access.identity, room, channel=channel, role=access.role,
-        token_id=access.token_id, remote=remote,
-    )  # fmt: skip
     return access
+
+
+def _authorize(
+    request: web.Request, access: AccessToken, grants: list[str] | None
+) -> web.Response | None:
+    """403 naming the first grant in ``grants`` the token lacks (audited), else None.
+
+    ``None`` is the check before the offer is read: any one publish grant WHIP can
+    use; a success is audited only once the needed grants are known.
+    """
+    audit = request.app[AUDIT]
+    channel, remote = request.path.split("/")[1], client_address(request)
+    if grants is not None:
+        missing = next((grant for grant in grants if grant not in access.grants), None)
+        reason = f"token does not grant {missing}"
+    else:
+        missing = None if access.grants & set(WHIP_GRANTS.values()) else "publish"
+        reason = f"token does not grant {' or '.join(WHIP_GRANTS.values())}"
+    if missing is not None:
+        audit.record(
+            "auth_failure", access.identity, access.room, tenant=access.tenant, channel=channel,
+            reason=reason, grant=missing, remote=remote,
+        )  # fmt: skip
+        return _error(403, reason)
+    if grants is not None:
+        audit.record(
+            "auth_success", access.identity, access.room, tenant=access.tenant, channel=channel,
+            role=access.role, grants=sorted(access.grants), token_id=access.token_id,
+            kid=access.kid, remote=remote,
+        )  # fmt: skip
+    return None
 
 
 async def handle_options(request: web.Request) -> web.Response:
@@ -86,9 +120,14 @@ async def handle_options(request: web.Request) -> web.Response:
 
 async def _create(request: web.Request, kind: str) -> web.Response:
     room = request.match_info["room"]
-    access = _authorize(request, room, "publish" if kind == "whip" else "subscribe")
+    access = _authenticate(request, room)
     if isinstance(access, web.Response):
         return access
+    # WHEP is authorized before the body is read; WHIP first needs at least one
+    # publish grant and, once the offer is read, the grants for what it sends.
+    refusal = _authorize(request, access, None if kind == "whip" else ["subscribe"])
+    if refusal is not None:
+        return refusal
     if request.content_type != "application/sdp":
         return _error(415, "Content-Type must be application/sdp")
     if request.content_length is not None and request.content_length > MAX_OFFER_BYTES:
@@ -108,7 +147,7 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         if isinstance(event, SessionClosed):
             resources.pop(resource_id, None)
 
-    allow_bundle = request.app[ROOMS].for_room(room).allow_bundle
+    allow_bundle = request.app[ROOMS].for_room(room, access.tenant).allow_bundle
     if kind == "whip":
         policy = SessionPolicy(
             can_publish=True, can_subscribe=False, prefer_bundle=True, allow_bundle=allow_bundle
@@ -124,17 +163,24 @@ async def _create(request: web.Request, kind: str) -> web.Response:
             follow_identity=request.match_info.get("identity"),
         )
     try:
-        media.check_offer(offer)
+        sections = describe_offer(offer)
     except MediaError as exc:
         return _error(400, exc.message)
-    session = media.open_session(room, access.identity, access.name, policy, on_event)
+    if kind == "whip":
+        needed = sorted(
+            {WHIP_GRANTS[s.kind] for s in sections if s.sending and s.kind in WHIP_GRANTS}
+        )
+        refusal = _authorize(request, access, needed)
+        if refusal is not None:
+            return refusal
+    session = media.open_session(access.room_key, access.identity, access.name, policy, on_event)
     try:
         result = media.negotiate(session.session_id, offer, {})
     except MediaError as exc:
         media.close_session(session.session_id, "offer refused")
         return _error(403 if exc.code == "forbidden" else 400, exc.message)
     except Exception:
-        log.exception("%s negotiation failed room=%s", kind, room)
+        log.exception("%s negotiation failed tenant=%s room=%s", kind, access.tenant, room)
         media.close_session(session.session_id, "internal error")
         return _error(500, "internal error; the session was not created")
     usable = result.published if kind == "whip" else result.receiving
@@ -142,16 +188,23 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         media.close_session(session.session_id, "offer refused")
         reasons = "; ".join(text for _code, text in result.warnings) or "no usable m-section"
         return _error(400, f"nothing to {'publish' if kind == 'whip' else 'receive'}: {reasons}")
-    resources[resource_id] = Resource(session.session_id, room, kind)
+    resources[resource_id] = Resource(session.session_id, access.tenant, room, kind)
     if kind == "whep":
         request.app[AUDIT].record(
-            "subscribe", access.identity, room, follow=request.match_info.get("identity") or "*"
-        )
+            "subscribe", access.identity, room, tenant=access.tenant,
+            follow=request.match_info.get("identity") or "*",
+        )  # fmt: skip
     location = f"/resource/{resource_id}"
     headers = dict(CORS_HEADERS)
     headers["Location"] = location
     headers["Content-Type"] = "application/sdp"
-    log.info("%s session created room=%s identity=%s", kind, room, access.identity)
+    log.info(
+        "%s session created tenant=%s room=%s identity=%s",
+        kind,
+        access.tenant,
+        room,
+        access.identity,
+    )
     return web.Response(status=201, body=result.sdp.encode(), headers=headers)
 
 

@@ -14,6 +14,7 @@ from sfu.control import (
     MediaError,
     MediaService,
     MidIntent,
+    OfferedSection,
     ParticipantJoined,
     ParticipantLeft,
     RoomEvent,
@@ -21,6 +22,7 @@ from sfu.control import (
     SessionPolicy,
     TrackPublished,
     TrackUnpublished,
+    describe_offer,
 )
 from signaling.audit import AuditLog
 from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
@@ -41,6 +43,8 @@ CLOSE_SESSION_ENDED = 4410
 CLOSE_TOO_SLOW = 4429
 # Messages waiting for a client that does not read; past this it is cut off.
 MAX_OUTBOX = 1000
+# What a published m-section carries; screen shares need their own grant.
+SOURCES = ("camera", "screen")
 
 
 class ProtocolError(Exception):
@@ -67,12 +71,14 @@ def _event_json(event: RoomEvent) -> dict[str, Any]:
     return {"type": "error", "code": "session_closed", "message": event.reason}
 
 
-def _parse_intents(raw: object) -> dict[str, MidIntent]:
+def _parse_intents(raw: object) -> tuple[dict[str, MidIntent], dict[str, str]]:
+    """The offer's ``mids``: what each m-section is for, and each publication's source."""
     if raw is None:
-        return {}
+        return {}, {}
     if not isinstance(raw, dict) or len(raw) > MAX_MIDS:
         raise ProtocolError("bad_message", f"mids must be an object of at most {MAX_MIDS} entries")
     intents: dict[str, MidIntent] = {}
+    sources: dict[str, str] = {}
     for mid, value in raw.items():
         if not isinstance(value, dict):
             raise ProtocolError("bad_message", f"mids[{mid!r}] must be an object")
@@ -81,8 +87,31 @@ def _parse_intents(raw: object) -> dict[str, MidIntent]:
             raise ProtocolError("bad_message", f"mids[{mid!r}] needs publish or subscribe")
         if not isinstance(publish or subscribe, str):
             raise ProtocolError("bad_message", f"mids[{mid!r}] values must be strings")
+        source = value.get("source", "camera")
+        if source not in SOURCES:
+            raise ProtocolError(
+                "bad_message", f"mids[{mid!r}].source must be one of {', '.join(SOURCES)}"
+            )
+        if publish is None and "source" in value:
+            raise ProtocolError("bad_message", f"mids[{mid!r}]: source goes with publish")
         intents[str(mid)] = MidIntent(publish=publish, subscribe=subscribe)
-    return intents
+        sources[str(mid)] = source
+    return intents, sources
+
+
+def required_grant(
+    section: OfferedSection, intent: MidIntent | None, source: str
+) -> tuple[str, str] | None:
+    """The grant an m-section needs, with what it does in words; None if it needs none."""
+    if section.sending and section.kind == "audio":
+        return "publish:audio", "publishing audio"
+    if section.sending and section.kind == "video":
+        if source == "screen":
+            return "publish:screen", "sharing the screen"
+        return "publish:video", "publishing video"
+    if section.receiving and intent is not None and intent.subscribe is not None:
+        return "subscribe", "subscribing"
+    return None
 
 
 class Connection:
@@ -246,36 +275,38 @@ class Connection:
             access.require(room)
         except TokenError as exc:
             self.audit.record(
-                "auth_failure", access.identity, room[:128], channel="ws", reason=exc.message,
-                remote=self.remote,
+                "auth_failure", access.identity, room[:128], tenant=access.tenant, channel="ws",
+                reason=exc.message, remote=self.remote,
             )  # fmt: skip
             raise ProtocolError("forbidden", exc.message, CLOSE_FORBIDDEN) from exc
         self.audit.record(
-            "auth_success", access.identity, access.room, channel="ws", role=access.role,
-            token_id=access.token_id, remote=self.remote,
+            "auth_success", access.identity, access.room, tenant=access.tenant, channel="ws",
+            role=access.role, grants=sorted(access.grants), token_id=access.token_id,
+            kid=access.kid, remote=self.remote,
         )  # fmt: skip
         self.token = access
         policy = SessionPolicy(
-            can_publish="publish" in access.grants,
+            can_publish=access.can_publish,
             can_subscribe="subscribe" in access.grants,
-            allow_bundle=self.rooms.for_room(access.room).allow_bundle,
+            allow_bundle=self.rooms.for_room(access.room, access.tenant).allow_bundle,
         )
         session = self.media.open_session(
-            access.room, access.identity, access.name, policy, self.on_event
+            access.room_key, access.identity, access.name, policy, self.on_event
         )
         self.session_id = session.session_id
+        others = self.media.participants(access.room_key, session.session_id)
         self.send(
             {
                 "type": "joined",
                 "version": PROTOCOL_VERSION,
+                "tenant": access.tenant,
                 "room": access.room,
                 "identity": access.identity,
                 "name": access.name,
                 "role": access.role,
+                "grants": sorted(access.grants),
                 "can_publish": policy.can_publish,
-                "participants": [
-                    p.to_json() for p in self.media.participants(access.room, session.session_id)
-                ],
+                "participants": [p.to_json() for p in others],
             }
         )
 
@@ -286,19 +317,27 @@ class Connection:
 
     def _on_offer(self, message: dict[str, Any]) -> None:
         session_id = self._require_session()
+        assert self.token is not None
         sdp = message.get("sdp")
         if not isinstance(sdp, str):
             raise ProtocolError("bad_message", "missing string field 'sdp'")
-        intents = _parse_intents(message.get("mids"))
+        intents, sources = _parse_intents(message.get("mids"))
         try:
-            result = self.media.negotiate(session_id, sdp, intents)
+            sections = describe_offer(sdp)
+        except MediaError as exc:
+            raise ProtocolError(exc.code, exc.message) from exc
+        refused = self._refused_sections(sections, intents, sources)
+        try:
+            result = self.media.negotiate(session_id, sdp, intents, refused)
         except MediaError as exc:
             raise ProtocolError(exc.code, exc.message) from exc
         for code, text in result.warnings:
             self.error(code, text, "offer")
-        assert self.token is not None
         for track_id in set(result.subscriptions) - self.subscribed:
-            self.audit.record("subscribe", self.token.identity, self.token.room, track_id=track_id)
+            self.audit.record(
+                "subscribe", self.token.identity, self.token.room, tenant=self.token.tenant,
+                track_id=track_id,
+            )  # fmt: skip
         self.subscribed = set(result.subscriptions)
         self.send(
             {
@@ -307,6 +346,30 @@ class Connection:
                 "published": [t.to_json() for t in result.published],
             }
         )
+
+    def _refused_sections(
+        self,
+        sections: list[OfferedSection],
+        intents: dict[str, MidIntent],
+        sources: dict[str, str],
+    ) -> dict[str, str]:
+        """mid -> why, for each m-section the token does not authorize (each audited)."""
+        assert self.token is not None
+        refused: dict[str, str] = {}
+        for section in sections:
+            needed = required_grant(
+                section, intents.get(section.mid), sources.get(section.mid, "camera")
+            )
+            if needed is None or needed[0] in self.token.grants:
+                continue
+            grant, action = needed
+            reason = f"mid {section.mid}: {action} needs grant {grant}"
+            refused[section.mid] = reason
+            self.audit.record(
+                "auth_failure", self.token.identity, self.token.room, tenant=self.token.tenant,
+                channel="ws", reason=reason, grant=grant, remote=self.remote,
+            )  # fmt: skip
+        return refused
 
     def _on_leave(self, message: dict[str, Any]) -> None:
         self.close_reason = "left"

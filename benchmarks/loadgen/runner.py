@@ -185,7 +185,7 @@ def run_load(spec: LoadSpec) -> dict[str, Any]:
 
 def _run_against(spec: LoadSpec, server: SfuUnderTest) -> dict[str, Any]:
     if not server.signing_key_path.exists():
-        raise FileNotFoundError(f"no signing key at {server.signing_key_path}")
+        raise FileNotFoundError(f"no signing key index at {server.signing_key_path}")
     if not server.cert_path.exists():
         raise FileNotFoundError(f"no certificate at {server.cert_path}")
     health = server.health()

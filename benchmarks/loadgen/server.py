@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from benchmarks.loadgen.whip import pinned_context, require_loopback
+from signaling.keystore import INDEX_NAME, KEY_DIR_NAME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 20.0
@@ -110,7 +111,8 @@ class SfuUnderTest:
 
     @property
     def signing_key_path(self) -> Path:
-        return self.data_dir / "keys" / "signing-key.pem"
+        """The key index the server signs and verifies tokens with (signaling/keystore.py)."""
+        return self.data_dir / KEY_DIR_NAME / INDEX_NAME
 
     @classmethod
     def running(cls, url: str, data_dir: Path, pid: int | None = None) -> SfuUnderTest:

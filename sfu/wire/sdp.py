@@ -289,3 +289,40 @@ def build_answer(
         out += [f"a=candidate:{c}" for c in section.candidates]
         out.append("a=end-of-candidates")
     return "\r\n".join(out) + "\r\n"
+
+
+_DIRECTIONS = frozenset({"a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"})
+
+
+def with_inactive_sections(text: str, mids: set[str]) -> str:
+    """Return the SDP with the m-sections named by ``mids`` made ``a=inactive``.
+
+    A section is named by its ``a=mid`` or, without one, by its index. Lines are
+    otherwise kept as they are, so the result parses exactly like the input except
+    for those sections' direction.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    head: list[str] = []
+    sections: list[list[str]] = []
+    for line in lines:
+        if line.startswith("m="):
+            sections.append([line])
+        elif sections:
+            sections[-1].append(line)
+        else:
+            head.append(line)
+    out = list(head)
+    for index, section in enumerate(sections):
+        mid = next((line.strip()[6:] for line in section if line.startswith("a=mid:")), None)
+        if (mid if mid is not None else str(index)) not in mids:
+            out.extend(section)
+            continue
+        # Trailing blank lines (the final CRLF) stay at the end.
+        blank = 0
+        while blank < len(section) and not section[-1 - blank].strip():
+            blank += 1
+        body = section[: len(section) - blank]
+        out.extend(line for line in body if line.strip() not in _DIRECTIONS)
+        out.append("a=inactive")
+        out.extend(section[len(section) - blank :])
+    return "\r\n".join(out)

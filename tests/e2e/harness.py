@@ -146,7 +146,18 @@ class SfuServer:
         except urllib.error.HTTPError as exc:
             return exc.code
 
-    def token(self, room: str, identity: str, role: str = "participant", ttl: int = 600) -> str:
+    def token(
+        self,
+        room: str,
+        identity: str,
+        role: str = "participant",
+        ttl: int = 600,
+        *,
+        grants: list[str] | None = None,
+        tenant: str | None = None,
+    ) -> str:
+        """`sfu token`: a role preset, or exactly ``grants``; in ``tenant`` if given."""
+        rights = ["--grants", ",".join(grants)] if grants is not None else ["--role", role]
         command = [
             sys.executable,
             "-m",
@@ -158,8 +169,8 @@ class SfuServer:
             room,
             "--identity",
             identity,
-            "--role",
-            role,
+            *rights,
+            *(["--tenant", tenant] if tenant is not None else []),
             "--ttl",
             str(ttl),
         ]

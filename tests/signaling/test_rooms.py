@@ -57,3 +57,16 @@ def test_edits_are_picked_up_and_a_broken_edit_keeps_the_last_valid_settings(
     path.write_text("[rooms.a\n")
     os.utime(path, ns=(1, 2 * 10**18))
     assert settings.for_room("a").allow_bundle is True
+
+
+def test_rooms_of_other_tenants_do_not_take_default_tenant_settings(tmp_path: Path) -> None:
+    path = tmp_path / "rooms.toml"
+    path.write_text(
+        '[rooms."board"]\nallow_bundle = false\n[rooms."acme/town"]\nallow_bundle = false\n'
+    )
+    rooms = RoomSettingsFile(path)
+    assert rooms.for_room("board").allow_bundle is False
+    assert rooms.for_room("board", "default").allow_bundle is False
+    assert rooms.for_room("board", "acme").allow_bundle is True
+    assert rooms.for_room("town", "acme").allow_bundle is False
+    assert rooms.for_room("town").allow_bundle is True

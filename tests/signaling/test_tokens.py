@@ -18,7 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signaling.tokens import ROLE_GRANTS, AccessToken, SigningKeys, TokenError
+from signaling.keystore import KeyStore
+from signaling.tokens import (
+    GRANTS,
+    PUBLISH_GRANTS,
+    ROLE_GRANTS,
+    AccessToken,
+    SigningKeys,
+    TokenError,
+)
 
 NOW = 1_700_000_000
 # Marker for "leave this claim/header out" in valid_claims() and forge().
@@ -42,10 +50,16 @@ def keys(tmp_path: Path) -> SigningKeys:
     return SigningKeys.load_or_create(tmp_path)
 
 
+def current_key_path(data_dir: Path) -> Path:
+    store = KeyStore(data_dir)
+    (entry,) = [e for e in store.entries() if e.retired_at is None]
+    return store.directory / entry.file
+
+
 def private_key_of(data_dir: Path) -> ec.EllipticCurvePrivateKey:
-    """Read the signing key straight from disk, to forge tokens with chosen claims."""
+    """Read the current signing key straight from disk, to forge tokens with chosen claims."""
     loaded = serialization.load_pem_private_key(
-        (data_dir / "keys" / "signing-key.pem").read_bytes(), password=None
+        current_key_path(data_dir).read_bytes(), password=None
     )
     assert isinstance(loaded, ec.EllipticCurvePrivateKey)
     return loaded
@@ -55,10 +69,12 @@ def valid_claims(**overrides: Any) -> dict[str, Any]:
     claims: dict[str, Any] = {
         "iss": "sfu",
         "sub": "alice",
+        "tenant": "acme",
         "room": "room-1",
-        "role": "participant",
-        "grants": ["publish", "subscribe"],
+        "grants": ["publish:audio", "publish:video", "subscribe"],
         "name": "Alice",
+        "mfa": 1,
+        "attrs": {"real_name_verified": True},
         "iat": NOW,
         "nbf": NOW,
         "exp": NOW + 600,
@@ -98,17 +114,22 @@ def test_round_trip_participant(keys: SigningKeys) -> None:
     assert access == AccessToken(
         identity="alice",
         room="room-1",
-        role="participant",
-        grants=frozenset({"publish", "subscribe"}),
+        grants=ROLE_GRANTS["participant"],
         name="Alice",
         token_id=access.token_id,
         expires_at=float(NOW + 600),
+        tenant="default",
+        mfa=0,
+        attrs={},
+        kid=keys.kid,
     )
+    assert access.role == "participant"
+    assert access.room_key == "default/room-1"
     assert len(access.token_id) == 32
     int(access.token_id, 16)
     access.require("room-1")
-    access.require("room-1", "publish")
-    access.require("room-1", "subscribe")
+    for grant in ("publish:audio", "publish:video", "publish:screen", "subscribe"):
+        access.require("room-1", grant)
 
 
 def test_issued_token_layout(keys: SigningKeys) -> None:
@@ -121,8 +142,10 @@ def test_issued_token_layout(keys: SigningKeys) -> None:
     assert payload["iss"] == "sfu"
     assert payload["sub"] == "bob"
     assert payload["room"] == "r"
-    assert payload["role"] == "viewer"
+    assert "role" not in payload  # presets are expanded into grants
     assert payload["grants"] == ["subscribe"]
+    assert payload["tenant"] == "default"
+    assert payload["mfa"] == 0 and payload["attrs"] == {}
     assert payload["name"] == "bob"  # defaults to identity
     assert payload["iat"] == NOW
     assert payload["nbf"] == NOW
@@ -144,8 +167,9 @@ def test_viewer_grants(keys: SigningKeys) -> None:
     assert access.name == "v"
     access.require("r", "subscribe")
     with pytest.raises(TokenError) as info:
-        access.require("r", "publish")
+        access.require("r", "publish:audio")
     assert info.value.code == "forbidden"
+    assert info.value.message == "token does not grant publish:audio"
 
 
 def test_default_clock_is_used(keys: SigningKeys) -> None:
@@ -199,8 +223,7 @@ def test_tampered_payload(keys: SigningKeys) -> None:
     token = keys.issue(identity="a", room="r", role="viewer", now=NOW)
     header, payload, sig = token.split(".")
     claims = b64url_decode_json(payload)
-    claims["role"] = "participant"
-    claims["grants"] = ["publish", "subscribe"]
+    claims["grants"] = ["publish:audio", "subscribe"]
     assert_unauthorized(keys, ".".join([header, b64url_json(claims), sig]))
 
 
@@ -255,9 +278,10 @@ def test_unknown_kid_rejected(tmp_path: Path, keys: SigningKeys) -> None:
     assert "unknown key" in err.message
 
 
-def test_missing_kid_still_verified_by_signature(tmp_path: Path, keys: SigningKeys) -> None:
-    access = keys.verify(forge(tmp_path, keys, valid_claims(), kid=_DROP), now=NOW)
-    assert access.identity == "alice"
+def test_missing_or_malformed_kid_rejected(tmp_path: Path, keys: SigningKeys) -> None:
+    for kid in (_DROP, "", "F" * 16, keys.kid + "0", "../../etc"):
+        err = assert_unauthorized(keys, forge(tmp_path, keys, valid_claims(), kid=kid))
+        assert "kid" in err.message
 
 
 # --- malformed input ---
@@ -312,7 +336,7 @@ def test_non_string_token(keys: SigningKeys) -> None:
 # --- claim validation (tokens correctly signed with our key) ---
 
 
-@pytest.mark.parametrize("missing", ["iss", "sub", "room", "role", "iat", "nbf", "exp", "jti"])
+@pytest.mark.parametrize("missing", ["iss", "sub", "room", "grants", "iat", "nbf", "exp", "jti"])
 def test_missing_claims(tmp_path: Path, keys: SigningKeys, missing: str) -> None:
     err = assert_unauthorized(keys, forge(tmp_path, keys, valid_claims(**{missing: _DROP})))
     assert missing in err.message
@@ -341,12 +365,42 @@ def test_missing_claims(tmp_path: Path, keys: SigningKeys, missing: str) -> None
         {"role": "admin"},
         {"role": None},
         {"role": ["participant"]},
-        {"role": "viewer"},  # grants claim still lists publish
+        {"role": "viewer"},  # legacy role, but the grants are the new ones
         {"role": "viewer", "grants": ["subscribe", "publish"]},
-        {"grants": ["publish", "subscribe", "admin"]},
-        {"grants": "publish"},
+        {"grants": ["publish:audio", "publish"]},
+        {"grants": ["subscribe", "superuser"]},
+        {"grants": ["subscribe", "subscribe"]},
+        {"grants": [*GRANTS, "subscribe"]},
+        {"grants": "subscribe"},
         {"grants": [1, 2]},
-        {"grants": {"publish": True}},
+        {"grants": {"subscribe": True}},
+        {"grants": None},
+        {"tenant": ""},
+        {"tenant": "a/b"},
+        {"tenant": "acme corp"},
+        {"tenant": "-acme"},
+        {"tenant": "t" * 65},
+        {"tenant": 5},
+        {"tenant": None},
+        {"mfa": 3},
+        {"mfa": -1},
+        {"mfa": False},
+        {"mfa": 2.0},
+        {"mfa": "2"},
+        {"attrs": []},
+        {"attrs": "x"},
+        {"attrs": {f"k{i}": True for i in range(17)}},
+        {"attrs": {"": True}},
+        {"attrs": {"has space": True}},
+        {"attrs": {"k" * 65: True}},
+        {"attrs": {"k": None}},
+        {"attrs": {"k": 1.5}},
+        {"attrs": {"k": [1]}},
+        {"attrs": {"k": {"nested": 1}}},
+        {"attrs": {"k": 2**53}},
+        {"attrs": {"k": "v" * 129}},
+        {"attrs": {"k": "line\nbreak"}},
+        {"scope": "everything"},
         {"exp": "2000000000"},
         {"exp": True},
         {"exp": None},
@@ -360,7 +414,27 @@ def test_missing_claims(tmp_path: Path, keys: SigningKeys, missing: str) -> None
     ],
 )
 def test_bad_claims(tmp_path: Path, keys: SigningKeys, overrides: dict[str, Any]) -> None:
+    assert valid_claims(**overrides) != valid_claims()
+    keys.verify(forge(tmp_path, keys, valid_claims()), now=NOW)  # the unchanged claims pass
     assert_unauthorized(keys, forge(tmp_path, keys, valid_claims(**overrides)))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"grants": ["subscribe", "superuser"]}, "grant 'superuser' unknown"),
+        ({"grants": "subscribe"}, "grants must be a list"),
+        ({"tenant": "a/b"}, "tenant"),
+        ({"mfa": 3}, "mfa"),
+        ({"attrs": {"k": 1.5}}, "attrs['k']"),
+        ({"scope": "x"}, "unknown claim 'scope'"),
+    ],
+)
+def test_bad_claims_are_named(
+    tmp_path: Path, keys: SigningKeys, overrides: dict[str, Any], words: str
+) -> None:
+    err = assert_unauthorized(keys, forge(tmp_path, keys, valid_claims(**overrides)))
+    assert words in err.message
 
 
 def test_non_finite_times_rejected(tmp_path: Path, keys: SigningKeys) -> None:
@@ -385,18 +459,62 @@ def test_unicode_identity_and_emoji_name(tmp_path: Path, keys: SigningKeys) -> N
     assert (access.identity, access.room, access.name) == ("zoë", "café", f"Zoë {family}")
 
 
-def test_grants_may_be_narrowed(tmp_path: Path, keys: SigningKeys) -> None:
-    access = keys.verify(forge(tmp_path, keys, valid_claims(grants=["subscribe"])), now=NOW)
-    assert access.grants == frozenset({"subscribe"})
+def test_full_claims_are_returned(tmp_path: Path, keys: SigningKeys) -> None:
+    access = keys.verify(forge(tmp_path, keys, valid_claims()), now=NOW)
+    assert access.tenant == "acme" and access.room_key == "acme/room-1"
+    assert access.grants == frozenset({"publish:audio", "publish:video", "subscribe"})
+    assert access.role == "custom" and access.can_publish
+    assert (access.mfa, dict(access.attrs), access.kid) == (
+        1,
+        {"real_name_verified": True},
+        keys.kid,
+    )
     with pytest.raises(TokenError) as info:
-        access.require("room-1", "publish")
-    assert info.value.code == "forbidden"
+        access.require("room-1", "publish:screen")
+    assert info.value.code == "forbidden" and "publish:screen" in info.value.message
 
 
-def test_absent_grants_and_name_default(tmp_path: Path, keys: SigningKeys) -> None:
-    access = keys.verify(forge(tmp_path, keys, valid_claims(grants=_DROP, name=_DROP)), now=NOW)
-    assert access.grants == ROLE_GRANTS["participant"]
+def test_every_grant_and_attr_type_accepted(tmp_path: Path, keys: SigningKeys) -> None:
+    attrs = {"verified": False, "level": -(2**53 - 1), "org": "", "dept.code:x": "R&D"}
+    token = forge(tmp_path, keys, valid_claims(grants=list(GRANTS), attrs=attrs, mfa=2))
+    access = keys.verify(token, now=NOW)
+    assert access.grants == frozenset(GRANTS)
+    assert dict(access.attrs) == attrs and access.mfa == 2
+
+
+def test_empty_grants_allow_nothing(tmp_path: Path, keys: SigningKeys) -> None:
+    access = keys.verify(forge(tmp_path, keys, valid_claims(grants=[])), now=NOW)
+    assert access.grants == frozenset() and not access.can_publish
+    with pytest.raises(TokenError):
+        access.require("room-1", "subscribe")
+
+
+def test_optional_claims_default(tmp_path: Path, keys: SigningKeys) -> None:
+    claims = valid_claims(name=_DROP, tenant=_DROP, mfa=_DROP, attrs=_DROP)
+    access = keys.verify(forge(tmp_path, keys, claims), now=NOW)
     assert access.name == "alice"
+    assert access.tenant == "default" and access.room_key == "default/room-1"
+    assert access.mfa == 0 and dict(access.attrs) == {}
+
+
+@pytest.mark.parametrize(
+    ("role", "grants", "expected"),
+    [
+        ("participant", ["publish", "subscribe"], ROLE_GRANTS["participant"]),
+        ("participant", _DROP, ROLE_GRANTS["participant"]),
+        ("participant", ["subscribe"], frozenset({"subscribe"})),
+        ("viewer", ["subscribe"], frozenset({"subscribe"})),
+    ],
+)
+def test_legacy_role_tokens_still_accepted(
+    tmp_path: Path, keys: SigningKeys, role: str, grants: object, expected: frozenset[str]
+) -> None:
+    """Tokens issued before grants existed keep working until they expire."""
+    claims = valid_claims(role=role, grants=grants, tenant=_DROP, mfa=_DROP, attrs=_DROP)
+    access = keys.verify(forge(tmp_path, keys, claims), now=NOW)
+    assert access.grants == expected
+    assert access.tenant == "default"
+    assert PUBLISH_GRANTS <= access.grants or "publish" not in (grants or [])
 
 
 def test_float_times_accepted(tmp_path: Path, keys: SigningKeys) -> None:
@@ -409,7 +527,7 @@ def test_float_times_accepted(tmp_path: Path, keys: SigningKeys) -> None:
 
 def test_require_other_room_forbidden(keys: SigningKeys) -> None:
     access = keys.verify(keys.issue(identity="a", room="r1", now=NOW), now=NOW)
-    for grant in (None, "subscribe", "publish"):
+    for grant in (None, "subscribe", "publish:audio"):
         with pytest.raises(TokenError) as info:
             access.require("r2", grant)
         assert info.value.code == "forbidden"
@@ -437,6 +555,13 @@ def test_token_error_code_checked() -> None:
     "kwargs",
     [
         {"identity": "a", "room": "r", "role": "admin"},
+        {"identity": "a", "room": "r", "role": "viewer", "grants": ["subscribe"]},
+        {"identity": "a", "room": "r", "grants": ["publish"]},
+        {"identity": "a", "room": "r", "grants": ["subscribe", "subscribe"]},
+        {"identity": "a", "room": "r", "tenant": "a/b"},
+        {"identity": "a", "room": "r", "mfa": 5},
+        {"identity": "a", "room": "r", "attrs": {"k": 1.5}},
+        {"identity": "a", "room": "r", "kid": "0123456789abcdef"},
         {"identity": "", "room": "r"},
         {"identity": "a", "room": ""},
         {"identity": "a", "room": "r", "ttl_s": 0},
@@ -459,7 +584,7 @@ def test_issue_rejects_bad_arguments(keys: SigningKeys, kwargs: dict[str, Any]) 
 
 def test_key_file_mode_and_reuse(tmp_path: Path) -> None:
     first = SigningKeys.load_or_create(tmp_path)
-    key_path = tmp_path / "keys" / "signing-key.pem"
+    key_path = tmp_path / "keys" / f"signing-{first.kid}.pem"
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
     assert len(first.kid) == 16
@@ -471,7 +596,11 @@ def test_key_file_mode_and_reuse(tmp_path: Path) -> None:
     assert key_path.read_bytes() == pem_before
     # Tokens survive a "restart".
     assert second.verify(first.issue(identity="a", room="r", now=NOW), now=NOW).identity == "a"
-    assert [p.name for p in (tmp_path / "keys").iterdir()] == ["signing-key.pem"]
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir() if p.suffix != ".lock") == [
+        "index.json",
+        f"signing-{first.kid}.pem",
+    ]
+    assert stat.S_IMODE((tmp_path / "keys" / "index.json").stat().st_mode) == 0o600
 
 
 def test_kid_is_sha256_of_public_key_der(tmp_path: Path) -> None:
@@ -486,7 +615,7 @@ def test_kid_is_sha256_of_public_key_der(tmp_path: Path) -> None:
 
 def test_loose_key_permissions_tightened(tmp_path: Path) -> None:
     kid = SigningKeys.load_or_create(tmp_path).kid
-    key_path = tmp_path / "keys" / "signing-key.pem"
+    key_path = tmp_path / "keys" / f"signing-{kid}.pem"
     key_path.chmod(0o644)
     assert SigningKeys.load_or_create(tmp_path).kid == kid
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
@@ -564,7 +693,9 @@ _JSON = st.recursive(
     payload=st.one_of(
         _JSON,
         st.dictionaries(
-            st.sampled_from(["iss", "sub", "room", "role", "grants", "name", "iat", "nbf", "exp"]),
+            st.sampled_from(
+                ["iss", "sub", "room", "role", "grants", "name", "tenant", "mfa", "attrs", "exp"]
+            ),
             _JSON,
         ),
     ),
@@ -577,3 +708,17 @@ def test_arbitrary_json_segments_only_raise_token_error(
     with pytest.raises(TokenError) as info:
         module_keys.verify(token, now=NOW)
     assert info.value.code == "unauthorized"
+
+
+# --- the published claim schema ---
+
+
+def test_json_schema_matches_the_verifier(keys: SigningKeys) -> None:
+    schema = json.loads((Path(__file__).parents[2] / "docs" / "token.schema.json").read_text())
+    properties = schema["properties"]
+    assert tuple(properties["grants"]["items"]["enum"]) == GRANTS
+    assert set(schema["required"]) == {"iss", "sub", "room", "grants", "iat", "nbf", "exp", "jti"}
+    token = keys.issue(identity="a", room="r", mfa=1, attrs={"x": True}, now=NOW)
+    payload = b64url_decode_json(token.split(".")[1])
+    assert set(payload) <= set(properties)  # every claim we issue is documented
+    assert schema["additionalProperties"] is False
