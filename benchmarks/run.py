@@ -6,7 +6,8 @@
 
 Every run starts its own `sfu serve --datapath X` on free loopback ports, so runs share
 no state; the datapaths take turns run by run, so that a change in the machine's load
-during the benchmark does not fall on one of them only.
+during the benchmark does not fall on one of them only. Both modes also measure the bare
+C relay of benchmarks/baseline at scenario 1's shape, the bound the native path is held to.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.baseline.build import BaselineUnavailable
+from benchmarks.baseline.run import BaselineSpec, median_of_runs
 from benchmarks.loadgen.cli import format_table
 from benchmarks.loadgen.runner import LoadSpec, run_load
 from benchmarks.scenarios import (
@@ -77,6 +80,32 @@ def _datapath_summary(result: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _baseline(fanout: Results, runs: int, duration_s: float) -> dict[str, Any]:
+    """The bare C relay at scenario 1's shape: the input rate scenario 1 measured, to as
+    many subscribers; {"skipped": reason} when it cannot be built here."""
+    rate_pps = median_metric(fanout, "in_pps") or BaselineSpec().rate_pps
+    spec = BaselineSpec(
+        subscribers=FANOUT.spec.subscribers, rate_pps=rate_pps, duration_s=duration_s
+    )
+    print(
+        f"--- physical bound: bare C relay, {rate_pps:,.0f} packets/s -> "
+        f"{spec.subscribers} subscribers ({runs} run{'s' if runs > 1 else ''})",
+        flush=True,
+    )
+    try:
+        result = median_of_runs(spec, runs)
+    except (BaselineUnavailable, RuntimeError, OSError) as exc:
+        # Say why, in the output and the JSON, rather than lose the scenarios' results.
+        print(f"baseline skipped: {exc}", flush=True)
+        return {"skipped": str(exc)}
+    print(
+        f"baseline: {_fmt(result['out_pps'], '')} datagrams/s out, "
+        f"{_fmt(result['cpu_us_per_packet'], 'us')} CPU per forwarded datagram",
+        flush=True,
+    )
+    return result
+
+
 def quick() -> int:
     summary: dict[str, Any] = {}
     every: Results = []
@@ -85,6 +114,7 @@ def quick() -> int:
         result = _run(spec, FANOUT.title)
         summary[datapath] = _datapath_summary(result)
         every.append(result)
+    summary["baseline"] = _baseline(every, 1, QUICK_DURATION_S)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / "quick.json"
     path.write_text(json.dumps(summary, indent=2) + "\n")
@@ -162,6 +192,41 @@ def _comparison(by_datapath: dict[str, Results]) -> list[str]:
         f"datagram ({_fmt(native, 'us')} vs {_fmt(py, 'us')}), p99 {_fmt(native_p99, 'us')} "
         f"vs {_fmt(py_p99, 'us')}.",
     ]
+
+
+def _physical_bound(raw: dict[str, Any]) -> list[str]:
+    """Scenario 1's CPU per forwarded datagram against the bare C relay's."""
+    baseline = raw.get("baseline")
+    if baseline is None:
+        return []
+    lines = ["", "## Physical bound: a bare C relay at scenario 1's shape", ""]
+    if "skipped" in baseline:
+        return [*lines, f"Not measured: {baseline['skipped']}"]
+    first = baseline["runs"][0]
+    spec = first["spec"]
+    bound = baseline["cpu_us_per_packet"]
+    lines += [
+        "`benchmarks/baseline/relay.c`, the least a relay can do: recvmmsg, srtp_unprotect, "
+        "then for each subscriber copy, rewrite the SSRC, srtp_protect under the "
+        f"subscriber's own key, sendmmsg ({first['srtp']}). One publisher at "
+        f"{_fmt(baseline['in_pps'], '')} packets/s ({spec['payload_bytes']}-byte payloads, "
+        f"{spec['burst']} back to back) -> {spec['subscribers']} subscribers, median of "
+        f"{len(baseline['runs'])} runs of {spec['duration_s']:g} s in this benchmark. Its CPU "
+        "is the relay's CLOCK_PROCESS_CPUTIME_ID, utime+stime at nanosecond resolution "
+        f"(/proc's 10 ms ticks give {_fmt(baseline['cpu_us_per_packet_proc_stat'], 'us')}).",
+        "",
+        "| | forwarded datagrams/s | CPU per forwarded datagram | vs bare relay |",
+        "| --- | ---: | ---: | ---: |",
+        f"| bare C relay | {_fmt(baseline['out_pps'], '')} | {_fmt(bound, 'us')} | 1.0x |",
+    ]
+    for datapath, results in raw["standard"][FANOUT.key].items():
+        cpu = median_metric(results, "cpu_us_per_packet")
+        ratio = f"{cpu / bound:.1f}x" if cpu and bound else "n/a"
+        lines.append(
+            f"| {datapath} | {_fmt(median_metric(results, 'out_pps'), '')} "
+            f"| {_fmt(cpu, 'us')} | {ratio} |"
+        )
+    return lines
 
 
 def _failures(by_datapath: dict[str, Results]) -> list[str]:
@@ -294,7 +359,8 @@ def write_results_md(raw: dict[str, Any]) -> None:
                 f"- **{datapath}: 1 publisher -> {best} subscribers{limit}**, "
                 f"{_fmt(pps, '')} forwarded datagrams/s."
             )
-    out += ["", "Largest sustained load:", "", *verdicts, "", *_browser_section(), ""]
+    out += ["", "Largest sustained load:", "", *verdicts, *_physical_bound(raw)]
+    out += ["", *_browser_section(), ""]
     RESULTS_MD.write_text("\n".join(out))
 
 
@@ -337,6 +403,8 @@ def full() -> int:
             "best_subscribers": best,
             "steps": {str(k): v for k, v in steps.items()},
         }
+    fanout = [r for results in raw["standard"][FANOUT.key].values() for r in results]
+    raw["baseline"] = _baseline(fanout, FULL_RUNS, FULL_DURATION_S)
     raw["elapsed_s"] = round(time.monotonic() - began, 1)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "full.json").write_text(json.dumps(raw, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""The bare C relay that bounds what the SFU's fan-out can cost (see run.py)."""
