@@ -8,6 +8,8 @@ Every run starts its own `sfu serve --datapath X` on free loopback ports, so run
 no state; the datapaths take turns run by run, so that a change in the machine's load
 during the benchmark does not fall on one of them only. Both modes also measure the bare
 C relay of benchmarks/baseline at scenario 1's shape, the bound the native path is held to.
+--full also runs scenario 1 against Janus 1.1 (videoroom) three times when Debian's
+`janus` is installed (benchmarks/janus), and says "janus skipped: <reason>" otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +28,8 @@ from typing import Any
 
 from benchmarks.baseline.build import BaselineUnavailable
 from benchmarks.baseline.run import BaselineSpec, median_of_runs
+from benchmarks.janus.cli import unavailable_reason
+from benchmarks.janus.netns import python_module_command
 from benchmarks.loadgen.cli import format_table
 from benchmarks.loadgen.runner import LoadSpec, run_load
 from benchmarks.scenarios import (
@@ -104,6 +110,26 @@ def _baseline(fanout: Results, runs: int, duration_s: float) -> dict[str, Any]:
         flush=True,
     )
     return result
+
+
+def _janus(runs: int, duration_s: float) -> dict[str, Any]:
+    """Scenario 1 against Janus, `runs` times in a row, in a private network namespace
+    (benchmarks/janus/netns.py); {"skipped": reason} when it cannot run here."""
+    reason = unavailable_reason()
+    if reason is not None:
+        print(f"janus skipped: {reason}", flush=True)
+        return {"skipped": reason}
+    print(f"--- {FANOUT.title} against Janus ({runs} runs)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="janus-results-") as tmp:
+        out = Path(tmp) / "janus.json"
+        args = ["--runs", str(runs), "--duration", str(duration_s), "--json", str(out)]
+        done = subprocess.run(python_module_command("benchmarks.janus", args))
+        if not out.exists():
+            reason = f"python -m benchmarks.janus exited with {done.returncode}, no results"
+            print(f"janus skipped: {reason}", flush=True)
+            return {"skipped": reason}
+        results: Results = json.loads(out.read_text())["janus"]
+    return {"runs": results}
 
 
 def quick() -> int:
@@ -269,6 +295,60 @@ def _datapath_line(datapaths: list[str]) -> str:
     )
 
 
+def _janus_label(results: Results) -> str:
+    version = str(results[0].get("datapath", "janus")).split("(")[-1].rstrip(")")
+    return f"Janus {version} videoroom"
+
+
+def _janus_notes(janus: dict[str, Any] | None, by_datapath: dict[str, Results]) -> list[str]:
+    """What the Janus column is and how it differs from ours."""
+    if janus is None:
+        return []
+    if "skipped" in janus:
+        return ["", f"Janus: not measured ({janus['skipped']})."]
+    runs: Results = janus["runs"]
+    lines = [
+        "",
+        f"**{_janus_label(runs)}** (Debian's `janus` package, `python -m benchmarks.janus`): "
+        "the same publisher and subscriber clients, media and measurements, signaling with "
+        "the Janus API over HTTP long poll instead of WHIP/WHEP (one session and videoroom "
+        "handle per client, keepalive every 25 s). Janus runs with a generated config: the "
+        "HTTP transport and the videoroom plugin only, no event handlers, no STUN, a DTLS "
+        "certificate of its own, debug level 3, otherwise its defaults (full ICE, one "
+        "PeerConnection and UDP port per client, one event loop thread per handle).",
+        "",
+        "- Janus gathers no ICE candidates on loopback interfaces, so its runs happen in a "
+        "private network namespace where an extra interface carries 127.0.0.2; Janus and "
+        "the clients use that address, which the kernel delivers through loopback like "
+        f"127.0.0.1. The {len(runs)} Janus runs come one after another, after all the runs "
+        "above, not interleaved with them.",
+        "- **Forwarded datagrams/s** for Janus is what the clients received from it in the "
+        "window (media, RTCP and STUN, counted on the clients' sockets), because Janus has "
+        "no datagram counter; it includes what Janus sends the publisher. Ours is the "
+        "server's `datagrams_out`. With no socket drops the two count the same thing. "
+        "Likewise Janus's 'received datagrams/s' is what the clients sent it.",
+        "- Janus sends more than media: RTCP sender and receiver reports, REMB to the "
+        "publisher, transport-wide and NACK feedback where negotiated, and its own ICE "
+        "connectivity checks and keepalives, so per forwarded datagram its CPU is spread "
+        "over slightly more datagrams than the media alone. Our answers accept no header "
+        "extensions, so Janus forwards the payloads with none.",
+    ]
+    native = by_datapath.get("native")
+    janus_cpu = median_metric(runs, "cpu_us_per_packet")
+    if native:
+        native_cpu = median_metric(native, "cpu_us_per_packet")
+        if native_cpu and janus_cpu:
+            lines += [
+                "",
+                f"Native vs Janus on this load: {_fmt(native_cpu, 'us')} vs "
+                f"{_fmt(janus_cpu, 'us')} CPU per forwarded datagram "
+                f"({janus_cpu / native_cpu:.1f}x), p99 "
+                f"{_fmt(median_metric(native, 'latency_us.p99'), 'us')} vs "
+                f"{_fmt(median_metric(runs, 'latency_us.p99'), 'us')}.",
+            ]
+    return lines
+
+
 def write_results_md(raw: dict[str, Any]) -> None:
     """RESULTS.md from the raw results of a --full run."""
     machine = raw["machine"]
@@ -319,8 +399,13 @@ def write_results_md(raw: dict[str, Any]) -> None:
     ]
     for scenario in STANDARD:
         by_datapath = raw["standard"][scenario.key]
-        out += ["", f"## {scenario.title}", "", *_scenario_table(by_datapath)]
-        out += _comparison(by_datapath) + _failures(by_datapath)
+        columns = dict(by_datapath)
+        if scenario.key == FANOUT.key and raw.get("janus", {}).get("runs"):
+            columns[_janus_label(raw["janus"]["runs"])] = raw["janus"]["runs"]
+        out += ["", f"## {scenario.title}", "", *_scenario_table(columns)]
+        out += _comparison(by_datapath) + _failures(columns)
+        if scenario.key == FANOUT.key:
+            out += _janus_notes(raw.get("janus"), by_datapath)
     out += [
         "",
         "## 4. Largest sustained load (scenario 1 with more subscribers)",
@@ -405,6 +490,8 @@ def full() -> int:
         }
     fanout = [r for results in raw["standard"][FANOUT.key].values() for r in results]
     raw["baseline"] = _baseline(fanout, FULL_RUNS, FULL_DURATION_S)
+    raw["janus"] = _janus(FULL_RUNS, FULL_DURATION_S)
+    every += raw["janus"].get("runs", [])
     raw["elapsed_s"] = round(time.monotonic() - began, 1)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "full.json").write_text(json.dumps(raw, indent=2) + "\n")

@@ -11,6 +11,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeAlias
 
 from benchmarks.loadgen.dtls_client import ClientCertificate
 from benchmarks.loadgen.media import AudioSource, VideoSource, read_probe
@@ -28,6 +29,12 @@ from benchmarks.loadgen.whip import SignalingError, WhipClient
 from sfu.proto.ice import random_ice_string
 from sfu.wire.rtcp import RtcpError, RtcpFir, RtcpPli, parse_rtcp
 from sfu.wire.rtp import RtpHeader
+
+if TYPE_CHECKING:
+    from benchmarks.janus.api import JanusHttp
+
+# How a generator process talks to the server: WHIP/WHEP, or the Janus API.
+Signaling: TypeAlias = "WhipClient | JanusHttp"
 
 # A sender that fell further behind than this (a starved process) skips the missed
 # periods instead of bursting them all out at once; the skips are counted.
@@ -89,8 +96,10 @@ class Client:
     def offer_tracks(self) -> list[OfferTrack]:
         return [OfferTrack(kind, str(i)) for i, kind in enumerate(self.spec.kinds)]
 
-    async def connect(self, http: WhipClient) -> ConnectFailure | None:
+    async def connect(self, http: Signaling) -> ConnectFailure | None:
         """Signal, then ICE and DTLS on every transport; a failure is returned, not raised."""
+        if not isinstance(http, WhipClient):
+            raise TypeError("WHIP/WHEP clients signal with a WhipClient")
         started = time.monotonic()
         offer = build_offer(
             self.offer_tracks(),
@@ -104,35 +113,53 @@ class Client:
                 self.spec.path, self.spec.token, offer
             )
         except (SignalingError, OSError, TimeoutError) as exc:
-            return self._failure("signaling", str(exc) or type(exc).__name__)
+            return self.make_failure("signaling", str(exc) or type(exc).__name__)
         try:
             self.sections = parse_answer(answer)
         except AnswerError as exc:
-            return self._failure("answer", str(exc))
+            return self.make_failure("answer", str(exc))
+        failure = self.open_transports(controlling=True)
+        if failure is None:
+            failure = await self.connect_transports()
+        if failure is None:
+            self.connect_s = time.monotonic() - started
+        return failure
+
+    def open_transports(self, controlling: bool) -> ConnectFailure | None:
+        """One MediaTransport per remote ICE ufrag of self.sections (bound, not started)."""
         by_ufrag: dict[str, MediaTransport] = {}
         try:
             for section in self.sections:
                 transport = by_ufrag.get(section.ice_ufrag)
                 if transport is None:
                     transport = MediaTransport(
-                        section, self.ice_ufrag, self.certificate, self.on_rtp, self.on_rtcp
+                        section,
+                        self.ice_ufrag,
+                        self.certificate,
+                        self.on_rtp,
+                        self.on_rtcp,
+                        local_pwd=self.ice_pwd,
+                        controlling=controlling,
                     )
                     by_ufrag[section.ice_ufrag] = transport
                     self.transports.append(transport)
                 self.transport_of_mid[section.mid] = transport
         except ValueError as exc:  # a candidate that is not loopback
-            return self._failure("answer", str(exc))
+            return self.make_failure("answer", str(exc))
         except OSError as exc:  # e.g. out of file descriptors
-            return self._failure("socket", str(exc))
+            return self.make_failure("socket", str(exc))
+        return None
+
+    async def connect_transports(self) -> ConnectFailure | None:
+        """ICE then DTLS on every transport; sets ``connected`` when all have keys."""
         try:
             await asyncio.gather(*(t.connect() for t in self.transports))
         except TransportError as exc:
-            return self._failure(exc.stage, str(exc))
+            return self.make_failure(exc.stage, str(exc))
         self.connected = True
-        self.connect_s = time.monotonic() - started
         return None
 
-    def _failure(self, stage: str, reason: str) -> ConnectFailure:
+    def make_failure(self, stage: str, reason: str) -> ConnectFailure:
         return ConnectFailure(self.spec.name, self.spec.role, stage, reason)
 
     def on_rtp(self, packet: bytes, header: RtpHeader, kernel_ns: int, app_ns: int) -> None:
@@ -145,10 +172,10 @@ class Client:
         """Keep consent fresh on every transport until the deadline (monotonic s)."""
         await asyncio.gather(*(t.keep_consent(deadline) for t in self.transports))
 
-    async def close(self, http: WhipClient) -> None:
+    async def close(self, http: Signaling) -> None:
         for transport in self.transports:
             transport.close()
-        if self.resource_url:
+        if self.resource_url and isinstance(http, WhipClient):
             try:
                 await http.delete(self.resource_url)
             except (OSError, TimeoutError):
@@ -161,7 +188,15 @@ class Client:
             "srtp_errors": sum(t.srtp_errors for t in self.transports),
             "consent_sent": sum(t.consent_sent for t in self.transports),
             "consent_ok": sum(t.consent_ok for t in self.transports),
+            "checks_answered": sum(t.checks_answered for t in self.transports),
         }
+
+    def datagram_counts(self) -> tuple[int, int]:
+        """(sent to the server, received from it) so far, over every transport."""
+        return (
+            sum(t.datagrams_sent for t in self.transports),
+            sum(t.datagrams_received for t in self.transports),
+        )
 
 
 class Publisher(Client):
@@ -285,14 +320,18 @@ class Subscriber(Client):
         self.kind_by_ssrc: dict[int, str] = {}
         self.kind_by_pt: dict[int, str] = {}
 
-    async def connect(self, http: WhipClient) -> ConnectFailure | None:
+    async def connect(self, http: Signaling) -> ConnectFailure | None:
         failure = await super().connect(http)
+        self.learn_streams()
+        return failure
+
+    def learn_streams(self) -> None:
+        """Which kind each SSRC and payload type the server announced carries."""
         for section in self.sections:
             for ssrc in section.ssrcs:
                 self.kind_by_ssrc[ssrc] = section.kind
             for pt in section.payload_types:
                 self.kind_by_pt[pt] = section.kind
-        return failure
 
     def on_rtp(self, packet: bytes, header: RtpHeader, kernel_ns: int, app_ns: int) -> None:
         stream = self.streams.get(header.ssrc)

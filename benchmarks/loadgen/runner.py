@@ -23,13 +23,16 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.loadgen.clients import ClientSpec
 from benchmarks.loadgen.server import SfuUnderTest, udp_socket_drops
 from benchmarks.loadgen.stats import LatencySamples, latency_summary
 from benchmarks.loadgen.worker import KINDS, ProcessSpec, process_main
 from signaling.tokens import SigningKeys
+
+if TYPE_CHECKING:
+    from benchmarks.janus.server import JanusUnderTest
 
 # Packets sent in the last moments of the window need a little time to arrive.
 DRAIN_S = 0.5
@@ -59,6 +62,8 @@ class LoadSpec:
     server_args: list[str] = field(default_factory=list)
     # Self-started server only: "python", "native" or "auto" (the server's choice).
     datapath: str = "auto"
+    # "sfu" (this project, WHIP/WHEP) or "janus" (Janus's videoroom, self-started).
+    target: str = "sfu"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -72,6 +77,7 @@ class LoadSpec:
             "mesh": self.mesh,
             "client_procs": self.client_procs,
             "datapath_requested": self.datapath,
+            "target": self.target,
         }
 
     @property
@@ -81,9 +87,16 @@ class LoadSpec:
 
 
 def plan_clients(
-    spec: LoadSpec, keys: SigningKeys, run_id: str, ttl_s: int
+    spec: LoadSpec, keys: SigningKeys | None, run_id: str, ttl_s: int
 ) -> tuple[list[ClientSpec], list[ClientSpec]]:
-    """Every WHIP publisher and WHEP subscriber session, with its token and path."""
+    """Every WHIP publisher and WHEP subscriber session, with its token and path (no
+    tokens without keys: Janus's videoroom asks for none)."""
+
+    def issue(identity: str, room: str, role: str) -> str:
+        if keys is None:
+            return ""
+        return keys.issue(identity=identity, room=room, role=role, ttl_s=ttl_s)
+
     kinds = ("audio",) if spec.audio_only else ("audio", "video")
     publishers: list[ClientSpec] = []
     subscribers: list[ClientSpec] = []
@@ -91,7 +104,7 @@ def plan_clients(
         room = f"load-{run_id}-r{r}"
         identities = [f"r{r}-pub{p}" for p in range(spec.publishers)]
         for identity in identities:
-            token = keys.issue(identity=identity, room=room, role="participant", ttl_s=ttl_s)
+            token = issue(identity, room, "participant")
             publishers.append(
                 ClientSpec(
                     identity,
@@ -117,7 +130,7 @@ def plan_clients(
                     suffix = f"-of-{other}" if len(identities) > 1 else ""
                     viewers.append((f"r{r}-sub{s}{suffix}", other))
         for name, source in viewers:
-            token = keys.issue(identity=name, room=room, role="viewer", ttl_s=ttl_s)
+            token = issue(name, room, "viewer")
             # One publisher: the plain WHEP URL (follow the newest); several: one each.
             path = f"/whep/{room}" if len(identities) == 1 else f"/whep/{room}/{source}"
             subscribers.append(
@@ -163,6 +176,16 @@ class _Mailbox:
 
 def run_load(spec: LoadSpec) -> dict[str, Any]:
     """Run one load against the SFU and return the measurements (see cli for the keys)."""
+    if spec.target == "janus":
+        from benchmarks.janus.server import start_janus
+
+        janus = start_janus()
+        try:
+            return _run_against(spec, janus)
+        finally:
+            janus.stop()
+    if spec.target != "sfu":
+        raise ValueError(f"unknown target {spec.target!r}")
     if spec.server_url:
         if spec.data_dir is None:
             raise ValueError("--server needs --data-dir (for the certificate and signing key)")
@@ -183,15 +206,21 @@ def run_load(spec: LoadSpec) -> dict[str, Any]:
             server.stop()
 
 
-def _run_against(spec: LoadSpec, server: SfuUnderTest) -> dict[str, Any]:
-    if not server.signing_key_path.exists():
-        raise FileNotFoundError(f"no signing key index at {server.signing_key_path}")
-    if not server.cert_path.exists():
-        raise FileNotFoundError(f"no certificate at {server.cert_path}")
-    health = server.health()
-    # /healthz does not say which datapath runs; a self-started server's log does.
-    datapath = str(health.get("datapath") or server.logged_datapath() or "unknown")
-    keys = SigningKeys.load_or_create(server.data_dir)
+def _run_against(spec: LoadSpec, server: SfuUnderTest | JanusUnderTest) -> dict[str, Any]:
+    keys: SigningKeys | None = None
+    cert_path = ""
+    if isinstance(server, SfuUnderTest):
+        if not server.signing_key_path.exists():
+            raise FileNotFoundError(f"no signing key index at {server.signing_key_path}")
+        if not server.cert_path.exists():
+            raise FileNotFoundError(f"no certificate at {server.cert_path}")
+        health = server.health()
+        # /healthz does not say which datapath runs; a self-started server's log does.
+        datapath = str(health.get("datapath") or server.logged_datapath() or "unknown")
+        keys = SigningKeys.load_or_create(server.data_dir)
+        cert_path = str(server.cert_path)
+    else:
+        datapath = f"janus {server.version}"
     run_id = secrets.token_hex(3)
     connect_budget = CONNECT_BUDGET_S + CONNECT_PER_CLIENT_S * spec.rooms * (
         spec.publishers + spec.subscribers * max(1, spec.publishers)
@@ -203,7 +232,9 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest) -> dict[str, Any]:
     process_specs: list[ProcessSpec] = []
     if publishers:
         process_specs.append(
-            ProcessSpec(0, server.base_url, str(server.cert_path), publishers, False, lifetime_s)
+            ProcessSpec(
+                0, server.base_url, cert_path, publishers, False, lifetime_s, target=spec.target
+            )
         )
     procs = max(1, spec.client_procs)
     for n in range(procs):
@@ -211,7 +242,9 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest) -> dict[str, Any]:
         if share:
             index = len(process_specs)
             process_specs.append(
-                ProcessSpec(index, server.base_url, str(server.cert_path), share, True, lifetime_s)
+                ProcessSpec(
+                    index, server.base_url, cert_path, share, True, lifetime_s, target=spec.target
+                )
             )
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
@@ -245,7 +278,7 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest) -> dict[str, Any]:
 
 def _measure(
     spec: LoadSpec,
-    server: SfuUnderTest,
+    server: SfuUnderTest | JanusUnderTest,
     datapath: str,
     process_specs: list[ProcessSpec],
     commands: dict[int, Any],
@@ -266,12 +299,12 @@ def _measure(
     stop_ns = end_ns + int(DRAIN_S * 1e9)
     for index in all_procs:
         commands[index].put(("window", start_ns, end_ns, stop_ns))
-    media_port = next((r["media_port"] for r in ready.values() if r.get("media_port")), None)
+    media_ports = sorted({p for r in ready.values() for p in r.get("media_ports", [])})
 
     _sleep_until(start_ns)
-    before = _sample(server, media_port)
+    before = _sample(server, media_ports)
     _sleep_until(end_ns)
-    after = _sample(server, media_port)
+    after = _sample(server, media_ports)
     # After the window rather than right after joining: by then the per-track packet
     # caches and socket buffers are as full as they get in steady state.
     rss_after = server.rss_kb()
@@ -290,7 +323,7 @@ def _sleep_until(target_ns: int) -> None:
         time.sleep(delay)
 
 
-def _sample(server: SfuUnderTest, media_port: int | None) -> dict[str, Any]:
+def _sample(server: SfuUnderTest | JanusUnderTest, media_ports: list[int]) -> dict[str, Any]:
     # CPU first and counters second, in both samples, so the /healthz request itself
     # falls inside the window once and the two readings stay symmetric.
     sample: dict[str, Any] = {
@@ -302,7 +335,8 @@ def _sample(server: SfuUnderTest, media_port: int | None) -> dict[str, Any]:
         sample["health"] = server.health()
     except OSError as exc:
         sample["health"] = {"error": str(exc)}
-    sample["socket_drops"] = udp_socket_drops(media_port) if media_port else None
+    drops = [d for d in (udp_socket_drops(port) for port in media_ports) if d is not None]
+    sample["socket_drops"] = sum(drops) if drops else None
     return sample
 
 
@@ -321,7 +355,7 @@ def _merge_latency(reports: dict[int, Any], key: str) -> dict[str, array[int]]:
 
 def _summarize(
     spec: LoadSpec,
-    server: SfuUnderTest,
+    server: SfuUnderTest | JanusUnderTest,
     datapath: str,
     process_specs: list[ProcessSpec],
     ready: dict[int, Any],
@@ -346,6 +380,18 @@ def _summarize(
 
     out_packets = _delta(after, before, "datagrams_out")
     in_packets = _delta(after, before, "datagrams_in")
+    counted = [r.get("window_datagrams") for r in reports.values()]
+    client_datagrams = None
+    if counted and all(isinstance(c, dict) for c in counted):
+        client_datagrams = {
+            "sent": sum(c["sent"] for c in counted if c),
+            "received": sum(c["received"] for c in counted if c),
+        }
+    out_source = "server counter datagrams_out"
+    if out_packets is None and client_datagrams is not None:
+        # A server without counters (Janus): what every client got from it, all kinds.
+        out_packets, in_packets = client_datagrams["received"], client_datagrams["sent"]
+        out_source = "datagrams the clients received from the server (all kinds)"
     server_cpu = None
     if after["cpu_s"] is not None and before["cpu_s"] is not None:
         server_cpu = after["cpu_s"] - before["cpu_s"]
@@ -403,6 +449,8 @@ def _summarize(
         },
         "out_pps": rate(out_packets),
         "in_pps": rate(in_packets),
+        "out_pps_source": out_source,
+        "client_datagrams": client_datagrams,
         "received_pps": round(received / spec.duration_s, 1),
         "cpu_us_per_packet": (
             round(server_cpu * 1e6 / out_packets, 2)

@@ -92,6 +92,15 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+LOAD_TEST_LIMITS = """[signaling]
+requests_per_s = 100000
+requests_burst = 100000
+connections_per_ip = 100000
+messages_per_s = 100000
+messages_burst = 100000
+"""
+
+
 @dataclass
 class SfuUnderTest:
     """Where the SFU is and how to read it; start() only when self-started."""
@@ -137,6 +146,11 @@ class SfuUnderTest:
         return server
 
     def start(self) -> None:
+        # All load clients share 127.0.0.1: lift the per-address signaling limits that
+        # would otherwise turn 200 listeners joining at once into 429s.
+        limits = self.data_dir / "limits.toml"
+        if not limits.exists():
+            limits.write_text(LOAD_TEST_LIMITS)
         port = self.base_url.rsplit(":", 1)[1]
         media_port = free_port(socket.SOCK_DGRAM)
         command = [

@@ -2,7 +2,10 @@
 
 The SFU is ICE-lite, so the client is the controlling agent: it sends Binding requests
 with USE-CANDIDATE until one succeeds, then keeps consent fresh (RFC 7675) with a
-request every 2.5 s. The socket is read with ``recvmsg`` from an event-loop reader so
+request every 2.5 s. A full ICE server (Janus) also checks the client: given its own
+password, the transport answers those requests (MESSAGE-INTEGRITY keyed with it), and
+when the server offered (so it controls) the client's checks say ICE-CONTROLLED and
+nominate nothing. The socket is read with ``recvmsg`` from an event-loop reader so
 that the kernel's receive timestamp (SO_TIMESTAMPNS) comes with every datagram: the
 latency then ends when the packet reached this socket, not when a busy client process
 got round to it (that later time is kept too, as the "app" latency).
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from benchmarks.loadgen.dtls_client import ClientCertificate, DtlsClient
 from benchmarks.loadgen.offer import AnswerSection
 from benchmarks.loadgen.whip import require_loopback
+from sfu.proto.ice import IceCredentials, answer_binding_request
 from sfu.proto.srtp import SrtpError, SrtpPair
 from sfu.wire import stun
 from sfu.wire.rtp import RtpError, RtpHeader, parse_rtp_header
@@ -62,12 +66,20 @@ class MediaTransport:
         certificate: ClientCertificate,
         on_rtp: RtpHandler | None = None,
         on_rtcp: RtcpHandler | None = None,
+        *,
+        local_pwd: str | None = None,
+        controlling: bool = True,
     ) -> None:
         require_loopback(remote.host)
         self.remote_addr = (remote.host, remote.port)
         self.remote_ufrag = remote.ice_ufrag
         self.remote_pwd = remote.ice_pwd.encode()
         self.local_ufrag = local_ufrag
+        # Only a full ICE peer sends us checks; without our password they go unanswered.
+        self.local_credentials = (
+            IceCredentials(local_ufrag, local_pwd) if local_pwd is not None else None
+        )
+        self.controlling = controlling
         self.dtls = DtlsClient(certificate, remote.fingerprint_sha256)
         self.srtp: SrtpPair | None = None
         self.on_rtp = on_rtp
@@ -79,7 +91,10 @@ class MediaTransport:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         self.kernel_timestamps = _try_setsockopt(self.sock, SO_TIMESTAMPNS)
         self.overflow_counter = _try_setsockopt(self.sock, SO_RXQ_OVFL)
-        self.sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+        # The server's own loopback address: a server that may only send through the
+        # interface of its address (libnice pins sockets with IP_UNICAST_IF) can still
+        # reach it, and for an SFU on 127.0.0.1 or ::1 it is the usual loopback.
+        self.sock.bind((remote.host, 0))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ice_done: asyncio.Event | None = None
         self._dtls_event: asyncio.Event | None = None
@@ -89,6 +104,9 @@ class MediaTransport:
         self.srtp_errors = 0
         self.consent_sent = 0
         self.consent_ok = 0
+        self.checks_answered = 0
+        self.datagrams_sent = 0
+        self.datagrams_received = 0  # everything from the server, of any kind
         self.closed = False
 
     # -- connecting -----------------------------------------------------------
@@ -131,13 +149,20 @@ class MediaTransport:
             raise TransportError("dtls", f"no DTLS handshake within {DTLS_TIMEOUT_S:g} s")
         self.srtp = SrtpPair(self.dtls.keys)
 
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """Where this transport receives: its ICE host candidate."""
+        host, port = self.sock.getsockname()[:2]
+        return str(host), int(port)
+
     def _binding_request(self, transaction: bytes, nominate: bool) -> bytes:
+        role = stun.ATTR_ICE_CONTROLLING if self.controlling else stun.ATTR_ICE_CONTROLLED
         attributes = [
             (stun.ATTR_USERNAME, f"{self.remote_ufrag}:{self.local_ufrag}".encode()),
             (stun.ATTR_PRIORITY, struct.pack("!I", CHECK_PRIORITY)),
-            (stun.ATTR_ICE_CONTROLLING, self.tiebreaker),
+            (role, self.tiebreaker),
         ]
-        if nominate:
+        if nominate and self.controlling:
             attributes.append((stun.ATTR_USE_CANDIDATE, b""))
         return stun.build_stun(
             stun.BINDING_REQUEST, transaction, attributes, integrity_key=self.remote_pwd
@@ -161,6 +186,7 @@ class MediaTransport:
             return
         try:
             self.sock.sendto(data, self.remote_addr)
+            self.datagrams_sent += 1
         except (BlockingIOError, InterruptedError):
             self.send_errors += 1  # send buffer full: a real client would drop it too
         except OSError:
@@ -202,6 +228,7 @@ class MediaTransport:
                     self.socket_drops = _U32.unpack_from(value)[0]
             if (addr[0], addr[1]) != self.remote_addr or not data:
                 continue
+            self.datagrams_received += 1
             self._on_datagram(data, kernel_ns, app_ns)
 
     def _on_datagram(self, data: bytes, kernel_ns: int, app_ns: int) -> None:
@@ -239,6 +266,9 @@ class MediaTransport:
             msg = stun.parse_stun(data)
         except stun.StunError:
             return
+        if msg.message_type == stun.BINDING_REQUEST:
+            self._answer_check(data, msg)
+            return
         if msg.message_type != stun.BINDING_SUCCESS or msg.transaction_id not in self._pending:
             return
         if not stun.verify_integrity(data, msg, self.remote_pwd):
@@ -248,6 +278,21 @@ class MediaTransport:
             self._ice_done.set()
         else:
             self.consent_ok += 1
+
+    def _answer_check(self, data: bytes, msg: stun.StunMessage) -> None:
+        """A full ICE server's check (or consent request) on our candidate: answer it."""
+        credentials = self.local_credentials
+        if credentials is None:
+            return
+        check = answer_binding_request(
+            data,
+            msg,
+            self.remote_addr,
+            lambda ufrag: credentials if ufrag == credentials.ufrag else None,
+        )
+        if check is not None:
+            self.checks_answered += 1
+            self._send(check.response)
 
     def close(self) -> None:
         if self.closed:

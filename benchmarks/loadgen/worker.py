@@ -26,6 +26,7 @@ from benchmarks.loadgen.clients import (
     ClientSpec,
     ConnectFailure,
     Publisher,
+    Signaling,
     Subscriber,
     Window,
 )
@@ -48,6 +49,7 @@ class ProcessSpec:
     wait_for_connect: bool = False
     lifetime_s: float = 120.0  # hard cap: the process ends by then whatever happens
     connect_concurrency: int = 16
+    target: str = "sfu"  # "sfu" (WHIP/WHEP) or "janus" (the videoroom over the Janus API)
 
 
 def process_main(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> None:
@@ -84,13 +86,14 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
     window = Window()
     latency = {kind: LatencySamples() for kind in KINDS}
     app_latency = {kind: LatencySamples() for kind in KINDS}
-    clients: list[Client] = []
-    for client_spec in spec.clients:
-        if client_spec.role == "publisher":
-            clients.append(Publisher(client_spec, window))
-        else:
-            clients.append(Subscriber(client_spec, window, latency, app_latency))
-    http = WhipClient(spec.base_url, Path(spec.cert_path), spec.connect_concurrency)
+    clients = _make_clients(spec, window, latency, app_latency)
+    http: Signaling
+    if spec.target == "janus":
+        from benchmarks.janus.api import JanusHttp
+
+        http = JanusHttp(spec.base_url)
+    else:
+        http = WhipClient(spec.base_url, Path(spec.cert_path), spec.connect_concurrency)
     tasks: list[asyncio.Task[None]] = []
     try:
         if spec.wait_for_connect and (await _next_command(commands, deadline))[0] != "connect":
@@ -119,11 +122,16 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
                     "media_port": next(
                         (t.remote_addr[1] for c in clients for t in c.transports), None
                     ),
+                    # Janus has a port per PeerConnection, the SFU one for all.
+                    "media_ports": sorted(
+                        {t.remote_addr[1] for c in clients for t in c.transports}
+                    ),
                 },
             )
         )
         command = await _next_command(commands, deadline)
         cpu_s = None
+        window_datagrams: dict[str, int] | None = None
         if command[0] == "window":
             _, start_ns, end_ns, stop_ns = command
             window.start_ns, window.end_ns, window.active = start_ns, end_ns, True
@@ -132,11 +140,18 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
                     client.stop_ns = stop_ns
             await _sleep_until_ns(start_ns, deadline)
             cpu_start = time.process_time()
+            sent_start, received_start = _datagram_counts(clients)
             await _sleep_until_ns(end_ns, deadline)
             cpu_s = time.process_time() - cpu_start
+            sent_end, received_end = _datagram_counts(clients)
+            window_datagrams = {
+                "sent": sent_end - sent_start,
+                "received": received_end - received_start,
+            }
             await _sleep_until_ns(stop_ns, deadline)
         report = _report(spec, clients, failures, latency, app_latency)
         report["cpu_s"] = cpu_s
+        report["window_datagrams"] = window_datagrams
     finally:
         for task in tasks:
             task.cancel()
@@ -152,6 +167,32 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
     results.put(("result", spec.index, report))
 
 
+def _make_clients(
+    spec: ProcessSpec,
+    window: Window,
+    latency: dict[str, LatencySamples],
+    app_latency: dict[str, LatencySamples],
+) -> list[Client]:
+    publisher: type[Publisher] = Publisher
+    subscriber: type[Subscriber] = Subscriber
+    if spec.target == "janus":
+        from benchmarks.janus.clients import JanusPublisher, JanusSubscriber
+
+        publisher, subscriber = JanusPublisher, JanusSubscriber
+    clients: list[Client] = []
+    for client_spec in spec.clients:
+        if client_spec.role == "publisher":
+            clients.append(publisher(client_spec, window))
+        else:
+            clients.append(subscriber(client_spec, window, latency, app_latency))
+    return clients
+
+
+def _datagram_counts(clients: list[Client]) -> tuple[int, int]:
+    counts = [c.datagram_counts() for c in clients]
+    return sum(sent for sent, _ in counts), sum(received for _, received in counts)
+
+
 def _report(
     spec: ProcessSpec,
     clients: list[Client],
@@ -162,6 +203,7 @@ def _report(
     return {
         "index": spec.index,
         "cpu_s": None,
+        "window_datagrams": None,
         "failures": [asdict(f) for f in failures],
         "publishers": [c.report() for c in clients if isinstance(c, Publisher)],
         "subscribers": [c.report() for c in clients if isinstance(c, Subscriber)],

@@ -1,0 +1,1 @@
+"""Janus 1.1 (videoroom plugin) under the same load harness as the SFU."""
