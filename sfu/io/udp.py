@@ -4,9 +4,12 @@ This is the only module of the media plane that touches sockets or the clock.
 
 Datagrams are read in batches per wake-up. The first of each batch is read with its
 kernel receive timestamp, which says how long the oldest waiting datagram has been
-queued: when that exceeds OVERLOAD_ENTER_S the worker is behind, and it sheds video
-until the queue is back under OVERLOAD_EXIT_S (see Worker.set_overloaded). Batching
-never waits for a batch to fill: a wake-up reads what is there and returns.
+queued. A stall (a long callback, a DTLS handshake, the scheduler) leaves a backlog
+that drains in a moment; a worker that is behind sees its queue stay old. So the
+worker sheds video only once the queue has been older than OVERLOAD_LATE_S for
+OVERLOAD_SUSTAIN_S, and stops when it is back under OVERLOAD_EXIT_S after at least
+OVERLOAD_MIN_EPISODE_S (see Worker.set_overloaded). Batching never waits for a batch
+to fill: a wake-up reads what is there and returns.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ REPORT_TIMER_S = 1.0
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 # Datagrams handled per wake-up before the event loop gets a turn (signaling, timers).
 RECV_BATCH = 64
-# Queueing delay of the oldest waiting datagram that starts and ends video shedding.
-OVERLOAD_ENTER_S = 0.020
+# Queueing delay of the oldest waiting datagram: late above, caught up below.
+OVERLOAD_LATE_S = 0.050
 OVERLOAD_EXIT_S = 0.005
+# How long the queue must stay late before shedding starts, and the shortest episode.
+OVERLOAD_SUSTAIN_S = 0.500
+OVERLOAD_MIN_EPISODE_S = 1.0
 
 # Linux socket options that Python's socket module does not name.
 SO_TIMESTAMPNS = 35
@@ -54,6 +60,8 @@ class MediaPort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.Task[None]] = []
         self._timestamps = False
+        self._late_since: float | None = None
+        self._shedding_since = 0.0
         # Tests replace the clock that queueing delay is measured against.
         self.wall_clock_ns: Callable[[], int] = time.time_ns
 
@@ -129,14 +137,23 @@ class MediaPort:
             if kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                 queued_s = (self.wall_clock_ns() - (seconds * 1_000_000_000 + nanoseconds)) / 1e9
-                if self.worker.shedding:
-                    if queued_s < OVERLOAD_EXIT_S:
-                        self.worker.set_overloaded(False, now)
-                elif queued_s > OVERLOAD_ENTER_S:
-                    self.worker.set_overloaded(True, now)
+                self._on_queue_delay(queued_s, now)
             elif kind == SO_RXQ_OVFL and len(value) >= _U32.size:
                 # Cumulative count of datagrams the kernel dropped on a full buffer.
                 self.worker.counters["socket_receive_overflow"] = _U32.unpack_from(value)[0]
+
+    def _on_queue_delay(self, queued_s: float, now: float) -> None:
+        worker = self.worker
+        if queued_s < OVERLOAD_EXIT_S:
+            self._late_since = None
+            if worker.shedding and now - self._shedding_since >= OVERLOAD_MIN_EPISODE_S:
+                worker.set_overloaded(False, now)
+        elif queued_s > OVERLOAD_LATE_S:
+            if self._late_since is None:
+                self._late_since = now
+            elif not worker.shedding and now - self._late_since >= OVERLOAD_SUSTAIN_S:
+                self._shedding_since = now
+                worker.set_overloaded(True, now)
 
     async def _every(self, interval_s: float, callback: object) -> None:
         assert callable(callback)
