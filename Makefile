@@ -8,7 +8,7 @@ ARGS ?=
 # Tests run in a fresh network namespace with only loopback when the machine allows it.
 NETNS := $(shell unshare -n true 2>/dev/null && command -v ip >/dev/null && echo yes)
 
-.PHONY: run test lint setup setup-dev system-deps bench bench-quick clean
+.PHONY: run test lint setup setup-dev system-deps bench bench-quick fuzz clean
 
 $(VENV)/bin/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -51,6 +51,11 @@ ifeq ($(NETNS),yes)
 else
 	$(BIN)/pytest -q $(ARGS)
 endif
+
+# The property-based tests of every parser with FUZZ_SCALE times their usual examples.
+FUZZ_SCALE ?= 50
+fuzz: setup-dev
+	SFU_FUZZ_SCALE=$(FUZZ_SCALE) $(BIN)/pytest -q -p no:randomly tests/wire tests/proto tests/signaling
 
 # Load harness against a self-started server on loopback (see benchmarks/RESULTS.md).
 bench: setup-dev

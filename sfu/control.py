@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sfu.io.datapath import DatapathUnavailable
 from sfu.io.udp import MediaPort
 from sfu.routing.room import Room
-from sfu.routing.session import MediaAddress, Session, SessionPolicy, parse_offer
+from sfu.routing.session import MediaAddress, Session, SessionPolicy, media_class, parse_offer
 from sfu.routing.stats import (
     DROP_REASONS,
     SRTP_ERRORS,
@@ -54,8 +54,12 @@ __all__ = [
     "SessionPolicy",
     "TrackInfo",
     "TrackPublished",
+    "TrackState",
     "TrackUnpublished",
 ]
+
+# What a mute (and a publish grant) names: audio, camera video, screen share.
+MEDIA_CLASSES = ("audio", "video", "screen")
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +82,26 @@ class OfferedSection:
     def receiving(self) -> bool:
         """The client only receives here: it subscribes."""
         return self.active and self.direction == "recvonly"
+
+
+@dataclass(frozen=True, slots=True)
+class TrackState:
+    """A published track as moderators see it: what it carries and whether it flows."""
+
+    track_id: str
+    kind: str  # "audio" | "video"
+    media_class: str  # "audio" | "video" | "screen"
+    label: str
+    muted: bool
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "track_id": self.track_id,
+            "kind": self.kind,
+            "source": self.media_class,
+            "label": self.label,
+            "muted": self.muted,
+        }
 
 
 def describe_offer(offer: str) -> list[OfferedSection]:
@@ -111,6 +135,8 @@ class MediaService:
         self.sessions: dict[str, Session] = {}
         # Sees every room event (joins, leaves, tracks); signaling audits them.
         self.event_observer: Callable[[str, RoomEvent], None] | None = None
+        # Told the id of every session that ends, however it ends.
+        self.session_observer: Callable[[str], None] | None = None
         self.media.worker.on_transport_closed = self._on_transport_closed
 
     async def start(self) -> None:
@@ -174,6 +200,11 @@ class MediaService:
             except Exception:
                 log.exception("room event observer failed")
 
+    def set_track_limits(self, pps: dict[str, float], bps: dict[str, float]) -> None:
+        """Caps for every track published from now on, by kind: packets/s and bits/s."""
+        self.media.worker.track_pps.update(pps)
+        self.media.worker.track_bps.update(bps)
+
     def negotiate(
         self,
         session_id: str,
@@ -209,6 +240,52 @@ class MediaService:
         log.info("session closed session=%s reason=%s", session_id, reason)
         if session.room.empty:
             self.rooms.pop(session.room.name, None)
+        if self.session_observer is not None:
+            try:
+                self.session_observer(session_id)
+            except Exception:
+                log.exception("session observer failed")
+
+    # -- moderation: each call takes effect before it returns ------------------
+
+    def end_session(self, session_id: str, reason: str) -> None:
+        """End a session as the server: it is told (SessionClosed), then closed."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        session.notify(SessionClosed(reason))
+        self.close_session(session_id, reason)
+
+    def set_muted(
+        self, session_id: str, media_class: str, muted: bool, by: str = "signaling"
+    ) -> list[TrackInfo]:
+        """Stop (or resume) forwarding a session's tracks of one class ("audio",
+        "video" = camera, "screen"): the next packet is dropped. Tracks it publishes
+        later start in that state. Each caller ``by`` (moderation, policy) mutes on
+        its own; a track flows when none does. Returns the tracks whose state changed."""
+        if media_class not in MEDIA_CLASSES:
+            raise ValueError(f"unknown media class {media_class!r}")
+        session = self.sessions.get(session_id)
+        if session is None:
+            return []
+        return [p.info for p in session.set_muted(media_class, muted, time.monotonic(), by)]
+
+    def set_receiving(self, session_id: str, allowed: bool, by: str = "signaling") -> None:
+        """Pause (or resume, from a keyframe) everything a session receives; paused
+        while any caller ``by`` blocks it."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.set_receiving(allowed, time.monotonic(), by)
+
+    def session_tracks(self, session_id: str) -> list[TrackState]:
+        """The tracks a session publishes, with their mute state."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return []
+        return [
+            TrackState(p.track_id, p.kind, media_class(p), p.info.label, p.muted)
+            for p in session.producers.values()
+        ]
 
     def _on_transport_closed(self, transport: Transport, reason: str) -> None:
         session = self.sessions.get(transport.owner_id)

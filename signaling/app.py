@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
@@ -16,9 +18,10 @@ from sfu.control import (
     TrackPublished,
     TrackUnpublished,
 )
-from signaling import whip
+from signaling import admin, whip
 from signaling.audit import AuditLog
-from signaling.context import AUDIT, KEYS, MEDIA, ROOMS
+from signaling.context import AUDIT, GUARD, KEYS, MEDIA, ROOMS, client_address
+from signaling.ratelimit import SignalingLimits, SourceGuard
 from signaling.rooms import RoomSettingsFile
 from signaling.tokens import SigningKeys
 from signaling.ws import handle_websocket
@@ -49,6 +52,31 @@ async def _security_headers(
     return response
 
 
+# Paths whose requests cost real work (token checks, SDP, sessions): rate-limited per
+# source IP. The page, its scripts and /healthz are not.
+_GUARDED_PREFIXES = ("/ws", "/whip/", "/whep/", "/resource/", "/admin/")
+
+
+@web.middleware
+async def _rate_limit(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    if request.method != "OPTIONS" and request.path.startswith(_GUARDED_PREFIXES):
+        wait_s = request.app[GUARD].check_request(client_address(request), time.monotonic())
+        if wait_s:
+            return web.Response(
+                status=429,
+                text="rate_limited: too many requests from this address; retry later\n",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+    return await handler(request)
+
+
+def audit_trip(audit: AuditLog, limit: str, source: str, retry_after_s: float) -> None:
+    audit.record("rate_limit", limit=limit, remote=source, retry_after_s=round(retry_after_s, 3))
+
+
 def audit_room_event(audit: AuditLog, room_key: str, event: RoomEvent) -> None:
     # Signaling names media-plane rooms "tenant/room" (AccessToken.room_key).
     tenant, _, room = room_key.partition("/")
@@ -77,13 +105,18 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 def create_app(
-    media: MediaService, keys: SigningKeys, rooms: RoomSettingsFile, audit: AuditLog
+    media: MediaService,
+    keys: SigningKeys,
+    rooms: RoomSettingsFile,
+    audit: AuditLog,
+    limits: SignalingLimits | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[_security_headers], client_max_size=256 * 1024)
+    app = web.Application(middlewares=[_security_headers, _rate_limit], client_max_size=256 * 1024)
     app[MEDIA] = media
     app[KEYS] = keys
     app[ROOMS] = rooms
     app[AUDIT] = audit
+    app[GUARD] = SourceGuard(limits or SignalingLimits(), partial(audit_trip, audit))
     media.event_observer = partial(audit_room_event, audit)
     app[READY] = False
 
@@ -105,4 +138,6 @@ def create_app(
     app.router.add_get("/ws", handle_websocket)
     app.router.add_static("/static/", STATIC_DIR)
     whip.add_routes(app)
+    # The revocation list lives in the data directory, beside the audit log's.
+    admin.setup(app, audit.paths.database.parent.parent)
     return app

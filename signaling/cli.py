@@ -19,8 +19,14 @@ from aiohttp import web
 from sfu.control import DatapathUnavailable, MediaService
 from signaling.app import create_app
 from signaling.audit import AuditLog, AuditPaths, export, verify
+from signaling.context import GUARD
 from signaling.keystore import DEFAULT_GRACE_S, KeyStore, KeyStoreError
 from signaling.metrics import start_metrics_server
+from signaling.policy import PolicyError, PolicyStore, ensure_policy_dir
+from signaling.policy import commands as policy_commands
+from signaling.policy.engine import PolicyEngine, setup_policy
+from signaling.ratelimit import LimitsError, load_limits
+from signaling.revocations import DEFAULT_LIFETIME_S, Revocation, RevocationError, RevocationStore
 from signaling.rooms import RoomSettingsError, RoomSettingsFile
 from signaling.tls import ensure_dev_certificate, server_ssl_context
 from signaling.tokens import DEFAULT_TENANT, GRANTS, ROLE_GRANTS, AttrValue, SigningKeys
@@ -117,6 +123,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     list_cmd = keys_sub.add_parser("list", help="print kid, created and status of each key")
     list_cmd.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    revoke = sub.add_parser(
+        "revoke", help="revoke a token (jti) or an identity's tokens; a running server applies it"
+    )
+    revoke.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    whom = revoke.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--jti", default=None, help="the token id to revoke")
+    whom.add_argument("--identity", default=None, help="revoke every token of this identity")
+    revoke.add_argument("--tenant", default=DEFAULT_TENANT)
+    revoke.add_argument(
+        "--ttl",
+        type=int,
+        default=DEFAULT_LIFETIME_S,
+        help="seconds to keep the entry: at least the revoked tokens' remaining lifetime",
+    )
+    policy_commands.add_parsers(sub, _env("DATA_DIR", "./data"))
     audit = sub.add_parser("audit", help="check or export the audit log")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify_cmd = audit_sub.add_parser("verify", help="exit 0 if the chain is intact")
@@ -199,14 +220,30 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
+        policies = PolicyStore(ensure_policy_dir(data_dir))
+    except (PolicyError, OSError) as exc:
+        log.error("policies not loaded: %s", exc)
+        return 2
+    try:
+        limits = load_limits(data_dir)
+    except LimitsError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
         media = MediaService(
             media_host, args.media_port, announced, args.media_timeout, args.datapath
         )
     except DatapathUnavailable as exc:
         log.error("%s", exc)
         return 2
+    media.set_track_limits(
+        {"audio": limits.media.audio_pps, "video": limits.media.video_pps},
+        {"audio": limits.media.audio_kbps * 1000, "video": limits.media.video_kbps * 1000},
+    )
     audit = AuditLog(AuditPaths.in_data_dir(data_dir))
-    app = create_app(media, keys, rooms, audit)
+    app = create_app(media, keys, rooms, audit, limits.signaling)
+    policies.audit = audit
+    setup_policy(app, PolicyEngine(policies, rooms, audit), media)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"https://{url_host}:{args.port}/"
 
@@ -217,7 +254,9 @@ def _serve(args: argparse.Namespace) -> int:
         await site.start()
         metrics = None
         if args.metrics_port:
-            metrics = await start_metrics_server(media, args.metrics_host, args.metrics_port)
+            metrics = await start_metrics_server(
+                media, args.metrics_host, args.metrics_port, app[GUARD]
+            )
         log.info(
             "listening url=%s media_port=%d datapath=%s cert=%s",
             url,
@@ -327,12 +366,33 @@ def _keys(args: argparse.Namespace, now: float | None = None) -> int:
     return 0
 
 
+def _revoke(args: argparse.Namespace) -> int:
+    now = time.time()
+    try:
+        if args.ttl <= 0:
+            raise ValueError("--ttl must be positive")
+        entry = Revocation(
+            args.tenant, args.jti, args.identity, now, now + args.ttl, f"cli:{os.getuid()}"
+        )
+        RevocationStore(args.data_dir).add(entry)
+    except (RevocationError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    what = f"token {args.jti}" if args.jti else f"identity {args.identity!r}"
+    print(f"revoked {what} in tenant {args.tenant} until {_iso(entry.expires_at)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "revoke":
+        return _revoke(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "policy":
+        return policy_commands.run(args)
     if args.command == "keys":
         return _keys(args)
     return _token(args)

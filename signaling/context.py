@@ -6,6 +6,7 @@ from aiohttp import web
 
 from sfu.control import MediaService
 from signaling.audit import AuditLog
+from signaling.ratelimit import SourceGuard
 from signaling.rooms import RoomSettingsFile
 from signaling.tokens import SigningKeys
 
@@ -13,6 +14,7 @@ MEDIA: web.AppKey[MediaService] = web.AppKey("media", MediaService)
 KEYS: web.AppKey[SigningKeys] = web.AppKey("keys", SigningKeys)
 ROOMS: web.AppKey[RoomSettingsFile] = web.AppKey("rooms", RoomSettingsFile)
 AUDIT: web.AppKey[AuditLog] = web.AppKey("audit", AuditLog)
+GUARD: web.AppKey[SourceGuard] = web.AppKey("guard", SourceGuard)
 
 
 def client_address(request: web.Request) -> str:

@@ -36,6 +36,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from sfu.control import HistogramSnapshot, MediaService, MetricsSnapshot
+from signaling.ratelimit import LIMIT_NAMES, SourceGuard
 
 log = logging.getLogger(__name__)
 
@@ -162,17 +163,44 @@ def _bucket_label(bound: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
-def create_metrics_registry(media: MediaService) -> CollectorRegistry:
+class GuardCollector(Collector):
+    """Requests, connections and messages refused by the signaling rate limits."""
+
+    def __init__(self, guard: SourceGuard) -> None:
+        self._guard = guard
+
+    def collect(self) -> Iterable[Metric]:
+        refused = self._guard.refused
+        return [
+            _labelled_counter(
+                "sfu_rate_limited",
+                "Signaling work refused by a rate limit (per source IP or per connection).",
+                "limit",
+                {name: refused[name] for name in LIMIT_NAMES},
+            ),
+            GaugeMetricFamily(
+                "sfu_rate_limit_sources",
+                "Source addresses the rate limiter is tracking.",
+                value=self._guard.tracked_sources,
+            ),
+        ]
+
+
+def create_metrics_registry(
+    media: MediaService, guard: SourceGuard | None = None
+) -> CollectorRegistry:
     """A registry of its own, so nothing registered globally leaks into our output."""
     registry = CollectorRegistry()
     registry.register(MediaCollector(media))
+    if guard is not None:
+        registry.register(GuardCollector(guard))
     return registry
 
 
-def create_metrics_app(media: MediaService) -> web.Application:
+def create_metrics_app(media: MediaService, guard: SourceGuard | None = None) -> web.Application:
     """The plain-HTTP application that serves `/metrics` and nothing else."""
     app = web.Application()
-    app[_REGISTRY] = create_metrics_registry(media)
+    app[_REGISTRY] = create_metrics_registry(media, guard)
     app.router.add_get(METRICS_PATH, _serve_metrics)
     return app
 
@@ -186,13 +214,15 @@ async def _serve_metrics(request: web.Request) -> web.Response:
     )
 
 
-async def start_metrics_server(media: MediaService, host: str, port: int) -> web.AppRunner:
+async def start_metrics_server(
+    media: MediaService, host: str, port: int, guard: SourceGuard | None = None
+) -> web.AppRunner:
     """Serve `/metrics` on host:port; call `cleanup()` on the runner to stop.
 
     Port 0 binds an ephemeral port (the CLI treats `--metrics-port 0` as "off" and
     does not call this); the bound addresses are in `runner.addresses`.
     """
-    runner = web.AppRunner(create_metrics_app(media), access_log=None)
+    runner = web.AppRunner(create_metrics_app(media, guard), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

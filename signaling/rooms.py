@@ -8,6 +8,7 @@
 
     [rooms."acme/board-meeting"]
     allow_bundle = false       # the same, for room "board-meeting" of tenant "acme"
+    labels = ["confidential"]  # facts policies read as resource.labels
 
 A room of tenant T is looked up as "T/room"; a bare name is a room of the
 "default" tenant (tenant names never contain "/").
@@ -34,6 +35,11 @@ class RoomSettingsError(ValueError):
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
     allow_bundle: bool = True
+    # What policies may know about the room (docs/POLICY.md: resource.labels).
+    labels: tuple[str, ...] = ()
+
+
+_MAX_LABELS = 32
 
 
 def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
@@ -44,7 +50,17 @@ def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
     for key, value in table.items():
         if key not in known:
             raise RoomSettingsError(f"{where}: unknown setting {key!r}")
-        if not isinstance(value, bool):
+        if key == "labels":
+            if (
+                not isinstance(value, list)
+                or len(value) > _MAX_LABELS
+                or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value)
+            ):
+                raise RoomSettingsError(
+                    f"{where}.labels must be a list of at most {_MAX_LABELS} short strings"
+                )
+            value = tuple(value)
+        elif not isinstance(value, bool):
             raise RoomSettingsError(f"{where}.{key} must be true or false")
         values[key] = value
     return RoomSettings(**{**{f.name: getattr(base, f.name) for f in fields(base)}, **values})

@@ -128,6 +128,7 @@ class AccessToken:
     mfa: int = 0
     attrs: Mapping[str, AttrValue] = field(default_factory=dict)
     kid: str = ""
+    issued_at: float = 0.0
 
     @property
     def role(self) -> str:
@@ -321,6 +322,7 @@ def check_claims(claims: Mapping[str, Any], now: float, kid: str = "") -> Access
         mfa=mfa,
         attrs=attrs,
         kid=kid,
+        issued_at=iat,
     )
 
 
@@ -334,6 +336,8 @@ class SigningKeys:
         self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._signature: tuple[int, int, int] | None = None
         self._checked_at = -math.inf
+        # Says why a verified token is revoked, or None (signaling/revocations.py).
+        self.revoked: Callable[[AccessToken], str | None] | None = None
         self._load()
 
     @classmethod
@@ -488,4 +492,7 @@ class SigningKeys:
             raise _unauthorized("token signature invalid") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _unauthorized("token malformed") from None
-        return check_claims(claims, when, kid)
+        access = check_claims(claims, when, kid)
+        if self.revoked is not None and (why := self.revoked(access)) is not None:
+            raise _unauthorized(why)
+        return access

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -16,12 +17,15 @@ from aiohttp import web
 from sfu.control import (
     MediaError,
     MediaService,
+    OfferedSection,
     RoomEvent,
     SessionClosed,
     SessionPolicy,
     describe_offer,
 )
-from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
+from signaling.context import AUDIT, GUARD, KEYS, MEDIA, ROOMS, client_address
+from signaling.moderation import MODERATION
+from signaling.policy.engine import POLICY, watch_media_session
 from signaling.tokens import AccessToken, SigningKeys, TokenError
 
 log = logging.getLogger(__name__)
@@ -65,11 +69,14 @@ def _authenticate(request: web.Request, room: str) -> AccessToken | web.Response
     keys: SigningKeys = request.app[KEYS]
     audit = request.app[AUDIT]
     channel, remote = request.path.split("/")[1], client_address(request)
+    guard = request.app[GUARD]
     try:
         access = keys.verify(token.strip())
     except TokenError as exc:
         audit.record("auth_failure", channel=channel, reason=exc.message, remote=remote)
+        guard.auth_failed(remote, time.monotonic())
         return _error(401, exc.message)
+    guard.auth_succeeded(remote)
     try:
         access.require(room)
     except TokenError as exc:
@@ -112,6 +119,26 @@ def _authorize(
     return None
 
 
+def _policy_refusal(
+    request: web.Request, access: AccessToken, actions: list[str]
+) -> web.Response | None:
+    """403 naming the policy rule that denies the first of ``actions`` (audited)."""
+    engine = request.app.get(POLICY)
+    if engine is None:
+        return None
+    channel, remote = request.path.split("/")[1], client_address(request)
+    for action in actions:
+        decision = engine.check(access, action, channel=channel, remote=remote)
+        if not decision.allowed:
+            return _error(403, f"{action} denied by policy: {decision.explain()}")
+    return None
+
+
+def _whip_grants(sections: list[OfferedSection]) -> list[str]:
+    """The publish grants (= policy actions) for what a WHIP offer sends."""
+    return sorted({WHIP_GRANTS[s.kind] for s in sections if s.sending and s.kind in WHIP_GRANTS})
+
+
 async def handle_options(request: web.Request) -> web.Response:
     headers = dict(CORS_HEADERS)
     headers["Accept-Post"] = "application/sdp"
@@ -126,6 +153,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
     # WHEP is authorized before the body is read; WHIP first needs at least one
     # publish grant and, once the offer is read, the grants for what it sends.
     refusal = _authorize(request, access, None if kind == "whip" else ["subscribe"])
+    if refusal is None:
+        refusal = _policy_refusal(
+            request, access, ["join"] if kind == "whip" else ["join", "subscribe"]
+        )
     if refusal is not None:
         return refusal
     if request.content_type != "application/sdp":
@@ -167,10 +198,10 @@ async def _create(request: web.Request, kind: str) -> web.Response:
     except MediaError as exc:
         return _error(400, exc.message)
     if kind == "whip":
-        needed = sorted(
-            {WHIP_GRANTS[s.kind] for s in sections if s.sending and s.kind in WHIP_GRANTS}
-        )
+        needed = _whip_grants(sections)
         refusal = _authorize(request, access, needed)
+        if refusal is None:
+            refusal = _policy_refusal(request, access, needed)
         if refusal is not None:
             return refusal
     session = media.open_session(access.room_key, access.identity, access.name, policy, on_event)
@@ -189,6 +220,20 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         reasons = "; ".join(text for _code, text in result.warnings) or "no usable m-section"
         return _error(400, f"nothing to {'publish' if kind == 'whip' else 'receive'}: {reasons}")
     resources[resource_id] = Resource(session.session_id, access.tenant, room, kind)
+    moderation = request.app.get(MODERATION)
+    if moderation is not None:
+        # A moderator or a revocation ends the session as the server: media stops,
+        # the resource is gone (SessionClosed reaches on_event).
+        session_id = session.session_id
+        moderation.register(
+            session_id, kind, access, lambda _code, reason: media.end_session(session_id, reason)
+        )
+    engine = request.app.get(POLICY)
+    if engine is not None:
+        # Rechecked while the session lasts; a denial stops its media or ends it.
+        actions = {"subscribe"} if kind == "whep" else set(_whip_grants(sections))
+        camera = kind == "whip" and "publish:video" in actions
+        watch_media_session(engine, media, session.session_id, access, kind, actions, camera)
     if kind == "whep":
         request.app[AUDIT].record(
             "subscribe", access.identity, room, tenant=access.tenant,

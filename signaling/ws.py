@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -25,7 +26,12 @@ from sfu.control import (
     describe_offer,
 )
 from signaling.audit import AuditLog
-from signaling.context import AUDIT, KEYS, MEDIA, ROOMS, client_address
+from signaling.context import AUDIT, GUARD, KEYS, MEDIA, ROOMS, client_address
+from signaling.live import LiveSession
+from signaling.moderation import MODERATION, Moderator
+from signaling.policy.engine import POLICY, PolicyEngine, enforce_on_media
+from signaling.policy.evaluator import Decision
+from signaling.ratelimit import SourceGuard, TokenBucket
 from signaling.rooms import RoomSettingsFile
 from signaling.tokens import AccessToken, SigningKeys, TokenError
 
@@ -36,6 +42,8 @@ MAX_MESSAGE_BYTES = 256 * 1024
 MAX_MIDS = 128
 JOIN_TIMEOUT_S = 10.0
 HEARTBEAT_S = 10.0
+# Messages over the rate in a row before the connection is closed as a flood.
+MAX_REFUSED_IN_ROW = 200
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_JOIN_TIMEOUT = 4408
@@ -94,7 +102,7 @@ def _parse_intents(raw: object) -> tuple[dict[str, MidIntent], dict[str, str]]:
             )
         if publish is None and "source" in value:
             raise ProtocolError("bad_message", f"mids[{mid!r}]: source goes with publish")
-        intents[str(mid)] = MidIntent(publish=publish, subscribe=subscribe)
+        intents[str(mid)] = MidIntent(publish=publish, subscribe=subscribe, source=source)
         sources[str(mid)] = source
     return intents, sources
 
@@ -112,6 +120,31 @@ def required_grant(
     if section.receiving and intent is not None and intent.subscribe is not None:
         return "subscribe", "subscribing"
     return None
+
+
+def _denied(decision: Decision) -> str:
+    if decision.rule is None:
+        return f"denied by policy: {decision.reason}"
+    return f"denied by policy rule {decision.rule!r} ({decision.source}): {decision.reason}"
+
+
+def _actions_in_use(
+    sections: list[OfferedSection],
+    intents: dict[str, MidIntent],
+    sources: dict[str, str],
+    refused: dict[str, str],
+) -> set[str]:
+    """The policy actions an answered offer performs (rechecked while they last)."""
+    actions = set()
+    for section in sections:
+        if section.mid in refused:
+            continue
+        needed = required_grant(
+            section, intents.get(section.mid), sources.get(section.mid, "camera")
+        )
+        if needed is not None:
+            actions.add(needed[0])
+    return actions
 
 
 class Connection:
@@ -138,6 +171,16 @@ class Connection:
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.close_code: int | None = None
         self.close_reason = "connection lost"
+        # Live moderation (signaling/moderation.py); handle_websocket sets it.
+        self.moderation: Moderator | None = None
+        self.live: LiveSession | None = None
+        self._reading: asyncio.Task[None] | None = None
+        # Access policy (signaling/policy/); handle_websocket sets it.
+        self.policy: PolicyEngine | None = None
+        # Rate limits (signaling/ratelimit.py); handle_websocket sets the guard.
+        self.guard: SourceGuard | None = None
+        self._messages: TokenBucket | None = None
+        self._refused_in_row = 0
 
     # Room events arrive synchronously from the media plane; the writer task sends them.
     def on_event(self, event: RoomEvent) -> None:
@@ -157,6 +200,12 @@ class Connection:
             except (ConnectionError, RuntimeError):
                 break
         if self.close_code is not None and not self.ws.closed:
+            # The server ends the session (moderator, revocation, replaced): stop the
+            # reader first, or aiohttp's close from another task may drop the close frame.
+            reading = self._reading
+            if reading is not None and not reading.done():
+                reading.cancel()
+                await asyncio.wait([reading])
             await self.ws.close(code=self.close_code)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -167,6 +216,25 @@ class Connection:
                 self.outbox.put_nowait(None)
             return
         self.outbox.put_nowait(message)
+
+    def end(self, code: str, reason: str) -> None:
+        """The server ends this session now (moderator, revocation): its media stops
+        before this returns; the client gets an error, then the close code."""
+        if self.close_code is not None and self.session_id is None:
+            return
+        self.error(code, reason)
+        self.close_code = CLOSE_UNAUTHORIZED if code == "unauthorized" else CLOSE_SESSION_ENDED
+        self.close_reason = reason
+        if self.session_id is not None:
+            session_id, self.session_id = self.session_id, None
+            self.media.close_session(session_id, reason)
+        self.outbox.put_nowait(None)
+
+    def grants(self) -> frozenset[str]:
+        """The effective grants: the token's until a moderator changes them."""
+        if self.live is not None:
+            return self.live.grants
+        return self.token.grants if self.token is not None else frozenset()
 
     def _identity(self) -> str:
         return self.token.identity if self.token is not None else "-"
@@ -179,9 +247,14 @@ class Connection:
 
     async def run(self) -> None:
         writer = asyncio.create_task(self._writer())
+        self._reading = asyncio.create_task(self._read_loop())
         try:
-            await self._read_loop()
+            await asyncio.wait([self._reading])
+            error = None if self._reading.cancelled() else self._reading.exception()
+            if error is not None:
+                raise error
         finally:
+            self._reading.cancel()
             if self.session_id is not None:
                 self.media.close_session(self.session_id, self.close_reason)
                 self.session_id = None
@@ -205,6 +278,10 @@ class Connection:
             if msg.type != WSMsgType.TEXT:
                 self.error("bad_message", "only JSON text messages are accepted")
                 continue
+            if not self._within_message_rate():
+                if self.close_code is not None:
+                    return
+                continue
             try:
                 self._handle_text(msg.data)
             except ProtocolError as exc:
@@ -215,6 +292,28 @@ class Connection:
             except Exception:
                 log.exception("signaling handler failed")
                 self.error("internal", "internal error; the request was not applied")
+
+    def _within_message_rate(self) -> bool:
+        """False for a message over this connection's rate: it is not applied. The
+        first of a run gets a `rate_limited` error; a run of MAX_REFUSED_IN_ROW
+        closes the connection (4429)."""
+        if self.guard is None:
+            return True
+        now = time.monotonic()
+        if self._messages is None:
+            self._messages = self.guard.message_bucket(now)
+        if not self._messages.take(now):
+            self._refused_in_row = 0
+            return True
+        self.guard.message_refused(self.remote, now)
+        self._refused_in_row += 1
+        if self._refused_in_row >= MAX_REFUSED_IN_ROW:
+            self.error("rate_limited", "too many messages; closing")
+            self.close_code = CLOSE_TOO_SLOW
+            self.close_reason = "message flood"
+        elif self._refused_in_row == 1:
+            self.error("rate_limited", "too many messages; those over the limit are not applied")
+        return False
 
     @staticmethod
     def _request_type(text: str) -> str | None:
@@ -267,7 +366,11 @@ class Connection:
             access = self.keys.verify(token)
         except TokenError as exc:
             self.audit.record("auth_failure", channel="ws", reason=exc.message, remote=self.remote)
+            if self.guard is not None:
+                self.guard.auth_failed(self.remote, time.monotonic())
             raise ProtocolError("unauthorized", exc.message, CLOSE_UNAUTHORIZED) from exc
+        if self.guard is not None:
+            self.guard.auth_succeeded(self.remote)
         room = message.get("room", access.room)
         if not isinstance(room, str):
             raise ProtocolError("bad_message", "field 'room' must be a string")
@@ -284,17 +387,29 @@ class Connection:
             role=access.role, grants=sorted(access.grants), token_id=access.token_id,
             kid=access.kid, remote=self.remote,
         )  # fmt: skip
+        join_decision = self._policy_check(access, "join")
+        if join_decision is not None and not join_decision.allowed:
+            raise ProtocolError("forbidden", f"join {_denied(join_decision)}", CLOSE_FORBIDDEN)
         self.token = access
+        grants = self.moderation.effective_grants(access) if self.moderation else access.grants
         policy = SessionPolicy(
-            can_publish=access.can_publish,
-            can_subscribe="subscribe" in access.grants,
+            can_publish=any(g.startswith("publish:") for g in grants),
+            can_subscribe="subscribe" in grants,
             allow_bundle=self.rooms.for_room(access.room, access.tenant).allow_bundle,
         )
         session = self.media.open_session(
             access.room_key, access.identity, access.name, policy, self.on_event
         )
         self.session_id = session.session_id
+        if self.moderation is not None:
+            self.live = self.moderation.register(
+                session.session_id, "ws", access, self.end, self.send
+            )
         others = self.media.participants(access.room_key, session.session_id)
+        if self.policy is not None:
+            self.policy.watch(session.session_id, access, "ws", self._on_policy_change, self.grants)
+            if join_decision is not None:
+                self.policy.fulfil(access, "join", join_decision, [p.identity for p in others])
         self.send(
             {
                 "type": "joined",
@@ -304,7 +419,7 @@ class Connection:
                 "identity": access.identity,
                 "name": access.name,
                 "role": access.role,
-                "grants": sorted(access.grants),
+                "grants": sorted(grants),
                 "can_publish": policy.can_publish,
                 "participants": [p.to_json() for p in others],
             }
@@ -331,6 +446,8 @@ class Connection:
             result = self.media.negotiate(session_id, sdp, intents, refused)
         except MediaError as exc:
             raise ProtocolError(exc.code, exc.message) from exc
+        if self.policy is not None:
+            self.policy.set_active(session_id, _actions_in_use(sections, intents, sources, refused))
         for code, text in result.warnings:
             self.error(code, text, "offer")
         for track_id in set(result.subscriptions) - self.subscribed:
@@ -356,11 +473,23 @@ class Connection:
         """mid -> why, for each m-section the token does not authorize (each audited)."""
         assert self.token is not None
         refused: dict[str, str] = {}
+        if self.policy is not None and self.session_id is not None:
+            # Rules may ask whether the camera is on (context.camera_on, ..._for).
+            camera = any(
+                s.sending and s.kind == "video" and sources.get(s.mid, "camera") == "camera"
+                for s in sections
+            )
+            self.policy.set_camera(self.session_id, camera and "publish:video" in self.grants())
         for section in sections:
             needed = required_grant(
                 section, intents.get(section.mid), sources.get(section.mid, "camera")
             )
-            if needed is None or needed[0] in self.token.grants:
+            if needed is None:
+                continue
+            if needed[0] in self.grants():
+                decision = self._policy_check(self.token, needed[0])
+                if decision is not None and not decision.allowed:
+                    refused[section.mid] = f"mid {section.mid}: {needed[1]} {_denied(decision)}"
                 continue
             grant, action = needed
             reason = f"mid {section.mid}: {action} needs grant {grant}"
@@ -371,6 +500,24 @@ class Connection:
             )  # fmt: skip
         return refused
 
+    def _policy_check(self, access: AccessToken, action: str) -> Decision | None:
+        """The policy's decision (a denial audited), or None without a policy engine."""
+        if self.policy is None:
+            return None
+        return self.policy.check(
+            access, action, channel="ws", session_id=self.session_id, remote=self.remote
+        )
+
+    def _on_policy_change(self, action: str, decision: Decision) -> None:
+        """A recheck flipped a decision: stop (or resume) what it is about."""
+        if self.session_id is None:
+            return
+        if not decision.allowed:
+            self.error("forbidden", f"{action} {_denied(decision)}", "policy")
+        if not enforce_on_media(self.media, self.session_id, action, decision):
+            if not decision.allowed:
+                self.end("forbidden", f"{action} {_denied(decision)}")
+
     def _on_leave(self, message: dict[str, Any]) -> None:
         self.close_reason = "left"
         self.close_code = 1000
@@ -379,16 +526,27 @@ class Connection:
         self.send({"type": "pong"})
 
 
-async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
-    # aiohttp's own limit is above ours so that an oversized message gets our error,
-    # not a dropped connection.
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4 * MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
+async def handle_websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
-    connection = Connection(
-        ws, app[MEDIA], app[KEYS], app[ROOMS], app[AUDIT], client_address(request)
-    )
-    await connection.run()
-    if not ws.closed:
-        await ws.close(code=connection.close_code or 1000)
-    return ws
+    guard, remote = app[GUARD], client_address(request)
+    if not guard.open_connection(remote, time.monotonic()):
+        return web.Response(
+            status=429,
+            text="rate_limited: too many WebSocket connections from this address\n",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        # aiohttp's own limit is above ours so that an oversized message gets our error,
+        # not a dropped connection.
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=4 * MAX_MESSAGE_BYTES)
+        await ws.prepare(request)
+        connection = Connection(ws, app[MEDIA], app[KEYS], app[ROOMS], app[AUDIT], remote)
+        connection.guard = guard
+        connection.moderation = app.get(MODERATION)
+        connection.policy = app.get(POLICY)
+        await connection.run()
+        if not ws.closed:
+            await ws.close(code=connection.close_code or 1000)
+        return ws
+    finally:
+        guard.close_connection(remote)

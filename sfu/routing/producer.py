@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 # At most one keyframe request per producer in this interval: a burst of subscribers
 # (or a lossy one asking every frame) must not make the publisher send only keyframes.
 KEYFRAME_REQUEST_INTERVAL_S = 0.3
-# Packets per second above which a track is flooding; whole packets are dropped.
+# Per track, above which it is flooding and whole packets are dropped (the defaults;
+# limits.toml's [media] table sets them, see signaling/ratelimit.py).
 RATE_LIMIT_PPS = {"audio": 250, "video": 4000}
+RATE_LIMIT_BPS = {"audio": 256_000, "video": 8_000_000}
 CACHE_SIZE = 1024  # packets kept for NACK answers (a few seconds of video)
 
 
@@ -47,20 +49,33 @@ class PacketCache:
 
 
 class RateLimiter:
-    """Token bucket over packets; refills continuously, bursts up to one second."""
+    """Token buckets over packets and bytes; refill continuously, burst up to one second.
 
-    def __init__(self, rate_pps: float) -> None:
+    `check` answers "" when the packet may go (and takes it), else the drop counter
+    to charge."""
+
+    def __init__(self, rate_pps: float, rate_bps: float = float("inf")) -> None:
         self.rate = rate_pps
         self.tokens = rate_pps
+        self.byte_rate = rate_bps / 8
+        self.bytes = self.byte_rate
         self.updated = 0.0
 
-    def allow(self, now: float) -> bool:
-        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+    def allow(self, now: float, size: int = 0) -> bool:
+        return not self.check(now, size)
+
+    def check(self, now: float, size: int) -> str:
+        elapsed = now - self.updated
         self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+        self.tokens = min(self.rate, self.tokens + elapsed * self.rate)
+        self.bytes = min(self.byte_rate, self.bytes + elapsed * self.byte_rate)
+        if self.tokens < 1.0:
+            return "rate_limited"
+        if self.bytes < size:
+            return "bitrate_limited"
+        self.tokens -= 1.0
+        self.bytes -= size
+        return ""
 
 
 class Producer:
@@ -87,12 +102,16 @@ class Producer:
         self.fanout = transport.worker.datapath.new_fanout(kind)
         self.cache = PacketCache() if kind == "video" else None
         self.stats = RtpReceiverStats(ssrc or 0, codec.clock_rate)
-        self.limiter = RateLimiter(RATE_LIMIT_PPS[kind])
+        worker = transport.worker
+        self.limiter = RateLimiter(worker.track_pps[kind], worker.track_bps[kind])
         self._last_keyframe_request = -1e9
         self._fir_seq = 0
         self.packets = 0
         self.dropped_rate = 0
         self.closed = False
+        self.source = "audio" if kind == "audio" else "camera"  # or "screen"
+        # A moderator's mute or a lost publish grant: packets are dropped on arrival.
+        self.muted = False
 
     @property
     def track_id(self) -> str:
@@ -104,9 +123,12 @@ class Producer:
 
     def on_rtp(self, packet: bytes, header: RtpHeader, now: float) -> None:
         """Forward one decrypted packet to every consumer."""
-        if not self.limiter.allow(now):
+        if self.muted:
+            return
+        refused = self.limiter.check(now, len(packet))
+        if refused:
             self.dropped_rate += 1
-            self.transport.worker.count("rate_limited")
+            self.transport.worker.count(refused)
             return
         self.packets += 1
         self.stats.on_packet(header.sequence_number, header.timestamp, now)

@@ -146,6 +146,13 @@ def _with_feedback(codec: Codec, kind: str) -> Codec:
     return replace(codec, rtcp_fbs=[fb for fb in codec.rtcp_fbs if fb in _FEEDBACK[kind]])
 
 
+def media_class(producer: Producer) -> str:
+    """What a grant or a mute names: "audio", "video" (camera) or "screen"."""
+    if producer.kind == "audio":
+        return "audio"
+    return "screen" if producer.source == "screen" else "video"
+
+
 def _new_id() -> str:
     return secrets.token_hex(8)
 
@@ -178,6 +185,12 @@ class Session:
         self.consumers: dict[str, Consumer] = {}  # by mid
         self.version = 0
         self.closed = False
+        # Who silenced what: media class ("audio", "video", "screen") -> the callers
+        # (moderation, policy, ...) that muted it. Muted while any of them does.
+        self.muted_by: dict[str, set[str]] = {}
+        # Callers that stopped what this session receives; never more than its policy.
+        self.receiving_blocked_by: set[str] = set()
+        self._may_subscribe = policy.can_subscribe
 
     @property
     def announce(self) -> bool:
@@ -408,6 +421,9 @@ class Session:
             producer = Producer(
                 _new_id(), self.identity, section.kind, label, codec, transport, mid, ssrc
             )
+            if section.kind == "video" and intent is not None and intent.source == "screen":
+                producer.source = "screen"
+            producer.muted = bool(self.muted_by.get(media_class(producer)))
             self.producers[mid] = producer
             transport.producers_by_mid[mid] = producer
             new_producers.append(producer)
@@ -533,6 +549,55 @@ class Session:
                 )
                 if source is not None:
                     consumer.attach(source, now)
+
+    # -- moderation -----------------------------------------------------------
+
+    def set_muted(
+        self, what: str, muted: bool, now: float, by: str = "signaling"
+    ) -> list[Producer]:
+        """Stop (or resume) forwarding this session's tracks of one media class
+        ("audio", "video" = camera, "screen"); returns the tracks whose state changed.
+
+        Each caller (``by``) mutes on its own: a track flows only when none of them
+        mutes it, so a moderator's mute and a policy's are not undone by the other.
+        Takes effect on the next packet. Subscribers stop being synced, so no NACK
+        is answered from before the mute, and resume at the next keyframe with their
+        own numbering continued.
+        """
+        owners = self.muted_by.setdefault(what, set())
+        if muted:
+            owners.add(by)
+        else:
+            owners.discard(by)
+        muted = bool(owners)
+        changed: list[Producer] = []
+        for producer in self.producers.values():
+            if media_class(producer) != what or producer.muted == muted:
+                continue
+            producer.muted = muted
+            if muted:
+                for consumer in producer.consumers:
+                    consumer.leg.synced = False
+            else:
+                producer.restart_stream(now)
+            changed.append(producer)
+        return changed
+
+    def set_receiving(self, allowed: bool, now: float, by: str = "signaling") -> None:
+        """Pause (or resume) everything this session receives; a paused session
+        subscribes to nothing new either. Paused while any caller (``by``) blocks it;
+        never allows more than the session's policy did at the start."""
+        if allowed:
+            self.receiving_blocked_by.discard(by)
+        else:
+            self.receiving_blocked_by.add(by)
+        allowed = not self.receiving_blocked_by
+        self.policy.can_subscribe = self._may_subscribe and allowed
+        for consumer in self.consumers.values():
+            if consumer.paused != (not allowed):
+                consumer.paused = not allowed
+                if allowed:
+                    consumer.on_transport_ready(now)
 
     def published_tracks(self) -> list[TrackInfo]:
         return [p.info for p in self.producers.values()]

@@ -31,6 +31,7 @@ DROP_REASONS = {
     "malformed_rtcp": "malformed_rtcp",
     "rtp_unknown_ssrc": "unknown_ssrc",
     "rate_limited": "rate_limited",
+    "bitrate_limited": "bitrate_limited",
     "overload_shed": "overload",
     "socket_receive_overflow": "socket_overflow",
     "handler_errors": "handler_error",

@@ -84,6 +84,7 @@ class MidIntent:
 
     publish: str | None = None
     subscribe: str | None = None
+    source: str = "camera"  # what a published video carries: "camera" or "screen"
 
 
 @dataclass(slots=True)

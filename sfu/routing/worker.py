@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sfu.proto.dtls import DtlsCertificate
 from sfu.proto.ice import IceCredentials, answer_binding_request
 from sfu.routing.fanout import Datapath, PythonDatapath
+from sfu.routing.producer import RATE_LIMIT_BPS, RATE_LIMIT_PPS
 from sfu.routing.stats import LatencyHistogram
 from sfu.routing.transport import Address, Transport
 from sfu.wire import stun
@@ -53,6 +54,9 @@ class Worker:
         # RTP is then dropped before decryption so that audio, RTCP, STUN and DTLS,
         # which cost little and matter most, keep flowing.
         self.shedding = False
+        # Per-track caps for producers created from now on (packets/s, bits/s).
+        self.track_pps: dict[str, float] = dict(RATE_LIMIT_PPS)
+        self.track_bps: dict[str, float] = dict(RATE_LIMIT_BPS)
         self._shed_producers: set[Producer] = set()
 
     @property

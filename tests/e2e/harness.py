@@ -63,6 +63,16 @@ def spki_sha256_b64(cert_pem: bytes) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
+LOOSE_LIMITS = """[signaling]
+requests_per_s = 100000
+requests_burst = 100000
+connections_per_ip = 10000
+messages_per_s = 100000
+messages_burst = 100000
+auth_failures = 100000
+"""
+
+
 @dataclass
 class SfuServer:
     """One `sfu serve` process on free ports with its own data directory."""
@@ -83,6 +93,11 @@ class SfuServer:
         return self.data_dir / "tls" / "cert.pem"
 
     def start(self) -> None:
+        # Every test client is 127.0.0.1: per-address limits would tie tests together.
+        # tests/e2e/test_rate_limits.py writes its own strict limits.toml first.
+        limits = self.data_dir / "limits.toml"
+        if not limits.exists():
+            limits.write_text(LOOSE_LIMITS)
         command = [
             sys.executable,
             "-m",

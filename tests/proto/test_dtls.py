@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from OpenSSL import SSL
 
 from sfu.proto.dtls import DTLS_MTU, DtlsCertificate, DtlsServer, DtlsState, split_records
+from tests.fuzzing import examples
 
 BOTH_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
 DTLS1_0_VERSION = 0xFEFF
@@ -451,7 +452,7 @@ def test_split_records_of_nothing_is_nothing() -> None:
     assert split_records(b"") == []
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(0, DTLS_MTU - 13), min_size=1, max_size=20))
 def test_split_records_preserves_bytes_and_order_within_the_mtu(lengths: list[int]) -> None:
     records = [record(n, fill=i % 256) for i, n in enumerate(lengths)]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from sfu.proto.rtp_stats import RtpReceiverStats
 from sfu.wire.rtcp import ReportBlock, ntp_middle32, ntp_timestamp
+from tests.fuzzing import examples
 
 CLOCK = 90_000
 
@@ -174,7 +175,7 @@ def test_report_block_serializes() -> None:
     assert ReportBlock.parse(rb.serialize(), 0) == rb
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     st.integers(0, 0xFFFF),
     st.lists(st.tuples(st.integers(1, 50), st.booleans()), min_size=1, max_size=200),
@@ -198,7 +199,7 @@ def test_loss_matches_dropped_packets(start: int, steps: list[tuple[int, bool]])
     assert rb.highest_sequence == last_delivered
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     st.lists(
         st.tuples(st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.floats(0, 1e6)),

@@ -27,6 +27,7 @@ from signaling.tokens import (
     SigningKeys,
     TokenError,
 )
+from tests.fuzzing import examples
 
 NOW = 1_700_000_000
 # Marker for "leave this claim/header out" in valid_claims() and forge().
@@ -122,6 +123,7 @@ def test_round_trip_participant(keys: SigningKeys) -> None:
         mfa=0,
         attrs={},
         kid=keys.kid,
+        issued_at=float(NOW),
     )
     assert access.role == "participant"
     assert access.room_key == "default/room-1"
@@ -655,7 +657,7 @@ def module_keys(tmp_path_factory: pytest.TempPathFactory) -> SigningKeys:
     return SigningKeys.load_or_create(tmp_path_factory.mktemp("hypothesis-keys"))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text())
 def test_arbitrary_text_only_raises_token_error(module_keys: SigningKeys, text: str) -> None:
     with pytest.raises(TokenError) as info:
@@ -666,7 +668,7 @@ def test_arbitrary_text_only_raises_token_error(module_keys: SigningKeys, text: 
 _B64URL = st.from_regex(r"[A-Za-z0-9_-]{1,60}", fullmatch=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_B64URL, _B64URL, _B64URL)
 def test_arbitrary_jws_shape_only_raises_token_error(
     module_keys: SigningKeys, a: str, b: str, c: str
@@ -685,7 +687,7 @@ _JSON = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     header=st.dictionaries(st.text(max_size=8), _JSON, max_size=4).map(
         lambda h: {**h, "alg": "ES256"}

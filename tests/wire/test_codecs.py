@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sfu.wire.codecs import is_keyframe
+from tests.fuzzing import examples
 
 # First bytes of a VP8 keyframe: frame tag with P=0, then the 9d 01 2a start code.
 VP8_KEY_TAG = bytes.fromhex("502a009d012a8002e001")
@@ -140,7 +141,7 @@ def test_codec_names() -> None:
     assert is_keyframe("", IDR) is False
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.sampled_from(["VP8", "VP9", "H264", "AV1", "OPUS", "vp8"]), st.binary(max_size=40))
 def test_never_raises(codec: str, payload: bytes) -> None:
     assert isinstance(is_keyframe(codec, payload), bool)

@@ -27,6 +27,7 @@ from sfu.wire.rtcp import (
     serialize_rtcp,
     sort_sequence_numbers,
 )
+from tests.fuzzing import examples
 
 SENDER = bytes.fromhex("11111111")
 MEDIA = bytes.fromhex("22222222")
@@ -327,7 +328,7 @@ rtcp_packets: st.SearchStrategy[RtcpPacket] = st.one_of(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(rtcp_packets, min_size=1, max_size=4))
 def test_round_trip(packets: list[RtcpPacket]) -> None:
     data = serialize_rtcp(packets)
@@ -335,7 +336,7 @@ def test_round_trip(packets: list[RtcpPacket]) -> None:
     assert serialize_rtcp(parse_rtcp(data)) == data
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=80))
 def test_random_bytes_only_raise_rtcp_error(data: bytes) -> None:
     try:
@@ -344,7 +345,7 @@ def test_random_bytes_only_raise_rtcp_error(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(
     st.integers(0, 63),
     st.sampled_from([200, 201, 202, 203, 204, 205, 206, 207]),

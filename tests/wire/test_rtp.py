@@ -19,6 +19,7 @@ from sfu.wire.rtp import (
     parse_rtp_header,
     rewrite_rtp,
 )
+from tests.fuzzing import examples
 
 # V=2, no P/X, CC=0 | M=1, PT=96 | seq 0x1234 | ts 0xDEADBEEF | ssrc 0x11223344 | payload
 SIMPLE = bytes.fromhex("80e01234deadbeef11223344") + b"payload"
@@ -329,7 +330,7 @@ packets = st.builds(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=80))
 def test_random_bytes_only_raise_rtp_error(data: bytes) -> None:
     try:
@@ -344,7 +345,7 @@ def test_random_bytes_only_raise_rtp_error(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(min_size=12, max_size=60), st.integers(0, 15))
 def test_random_headers_with_version2_only_raise_rtp_error(data: bytes, flags: int) -> None:
     # Forcing version 2 plus P/X bits reaches the deeper validation paths more often.
@@ -355,7 +356,7 @@ def test_random_headers_with_version2_only_raise_rtp_error(data: bytes, flags: i
         pass
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(packets)
 def test_packet_round_trip(pkt: RtpPacket) -> None:
     data = pkt.serialize()
@@ -365,7 +366,7 @@ def test_packet_round_trip(pkt: RtpPacket) -> None:
         assert get_header_extension(data, h, ext_id) == value
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(packets, extension_maps, st.integers(0, 127), st.integers(0, 0xFFFF))
 def test_rewrite_matches_object_model(
     pkt: RtpPacket, extensions: dict[int, bytes], pt: int, seq: int

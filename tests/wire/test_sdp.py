@@ -20,6 +20,7 @@ from sfu.wire.sdp import (
     build_answer,
     parse_sdp,
 )
+from tests.fuzzing import examples
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 CHROMIUM_FINGERPRINT = (
@@ -329,7 +330,7 @@ def test_empty_ssrc_group_line_raises_nothing_but_sdp_error() -> None:
     assert ssrcs == [5]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=400))
 def test_random_text_gives_sdp_error_or_a_result(text: str) -> None:
     try:
@@ -357,7 +358,7 @@ _PREFIXES = [
 ]
 
 
-@settings(max_examples=500, deadline=None, derandomize=True)
+@settings(max_examples=examples(500), deadline=None, derandomize=True)
 @given(
     st.lists(
         st.tuples(

@@ -28,6 +28,7 @@ from sfu.wire.stun import (
     verify_integrity,
     xor_mapped_address,
 )
+from tests.fuzzing import examples
 
 PASSWORD = b"O2MdnVqWsT1XAt6JQSJm7Lzq"
 TRANSACTION_ID = bytes(range(1, 13))
@@ -254,7 +255,7 @@ def test_length_field_not_matching_the_datagram_is_rejected() -> None:
         parse_stun(aioice_binding_request() + b"\x00\x00\x00\x00")
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.binary(max_size=200))
 def test_random_bytes_give_stun_error_or_a_message(data: bytes) -> None:
     try:
@@ -266,7 +267,7 @@ def test_random_bytes_give_stun_error_or_a_message(data: bytes) -> None:
     verify_integrity(data, msg, PASSWORD)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=6),
     st.binary(min_size=0, max_size=24),
