@@ -8,6 +8,7 @@ another tenant answers exactly like a room that does not exist (404).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -18,9 +19,11 @@ from typing import Any
 from aiohttp import web
 
 from sfu.control import MEDIA_CLASSES
+from signaling.audit import export
 from signaling.context import AUDIT, KEYS, MEDIA, client_address
 from signaling.live import LiveSession
 from signaling.moderation import MODERATION, Moderator, NotFound
+from signaling.policy.engine import POLICY
 from signaling.revocations import (
     DEFAULT_LIFETIME_S,
     Revocation,
@@ -34,6 +37,8 @@ __all__ = ["setup"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024
+# Audit records one export returns at most (page on with ?after=<last seq>).
+MAX_EXPORT_RECORDS = 5000
 MAX_NAME_LEN = 128
 # Revocations may be kept at most this long (an explicit expires_at beyond is refused).
 MAX_REVOCATION_S = 366 * 24 * 3600
@@ -279,10 +284,23 @@ async def list_revocations(request: web.Request, actor: AccessToken) -> web.Resp
     )
 
 
-def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+def _authorize(request: web.Request, actor: AccessToken, action: str) -> None:
+    """The policy's word on ``action`` (denials audited), after the grant checks."""
+    engine = request.app.get(POLICY)
+    if engine is None:
+        return
+    decision = engine.check(actor, action, channel="admin", remote=client_address(request))
+    if not decision.allowed:
+        raise AdminError(403, "forbidden", f"denied by policy: {decision.reason}")
+
+
+def _endpoint(
+    handler: Handler, action: str = "moderate"
+) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def endpoint(request: web.Request) -> web.Response:
         try:
             actor = _authenticate(request)
+            _authorize(request, actor, action)
             return await handler(request, actor)
         except AdminError as exc:
             return _error(exc.status, exc.code, exc.message)
@@ -290,6 +308,43 @@ def _endpoint(handler: Handler) -> Callable[[web.Request], Awaitable[web.Respons
             return _error(404, "not_found", str(exc))
 
     return endpoint
+
+
+async def export_audit(request: web.Request, actor: AccessToken) -> web.Response:
+    """The tenant's own audit records (admin only), oldest first, a page at a time."""
+    if "admin" not in actor.grants:
+        raise AdminError(403, "forbidden", "exporting the audit log needs grant admin")
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", str(MAX_EXPORT_RECORDS)))
+    except ValueError as exc:
+        raise AdminError(400, "bad_request", "after and limit must be integers") from exc
+    if after < 0 or not 0 < limit <= MAX_EXPORT_RECORDS:
+        raise AdminError(400, "bad_request", f"limit must be 1-{MAX_EXPORT_RECORDS}")
+    audit = request.app[AUDIT]
+
+    def read() -> list[dict[str, Any]]:
+        # Server-wide records (no tenant) and other tenants' never leave this server here.
+        out: list[dict[str, Any]] = []
+        for record in export(audit.paths):
+            if record["seq"] > after and record["detail"].get("tenant") == actor.tenant:
+                out.append(record)
+                if len(out) == limit:
+                    break
+        return out
+
+    records = await asyncio.to_thread(read)
+    audit.record(
+        "audit_export", actor.identity, actor.room, tenant=actor.tenant, after=after,
+        records=len(records), remote=client_address(request),
+    )  # fmt: skip
+    return web.json_response(
+        {
+            "tenant": actor.tenant,
+            "records": records,
+            "next_after": records[-1]["seq"] if records else after,
+        }
+    )
 
 
 def setup(app: web.Application, data_dir: Path) -> Moderator:
@@ -317,4 +372,5 @@ def setup(app: web.Application, data_dir: Path) -> Moderator:
     router.add_post(participant + "/mute", _endpoint(mute_participant))
     router.add_post("/admin/revocations", _endpoint(revoke))
     router.add_get("/admin/revocations", _endpoint(list_revocations))
+    router.add_get("/admin/audit", _endpoint(export_audit, "export_audit"))
     return moderator

@@ -287,10 +287,10 @@ def enforce_on_media(media: MediaService, session_id: str, action: str, decision
     (``join``: the caller ends the session)."""
     media_class = MEDIA_CLASS_OF_ACTION.get(action)
     if media_class is not None:
-        media.set_muted(session_id, media_class, not decision.allowed)
+        media.set_muted(session_id, media_class, not decision.allowed, by="policy")
         return True
     if action == "subscribe":
-        media.set_receiving(session_id, decision.allowed)
+        media.set_receiving(session_id, decision.allowed, by="policy")
         return True
     return False
 

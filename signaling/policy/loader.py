@@ -53,8 +53,9 @@ allow "subscribing and receiving files need the subscribe grant"
 allow "recording needs the record grant"
   when action is record and subject.grants has "record"
 
-allow "moderating needs the moderate grant"
-  when action is moderate and subject.grants has "moderate"
+allow "moderating needs the moderate or the admin grant"
+  when action is moderate
+   and (subject.grants has "moderate" or subject.grants has "admin")
 
 allow "exporting the audit log needs the admin grant"
   when action is export_audit and subject.grants has "admin"

@@ -565,3 +565,69 @@ async def test_bad_revocations_get_400_and_are_not_stored(
     assert (status, body["error"]) == (400, "bad_request"), body
     status, body = await api(http, sfu_server, token, "GET", "/admin/revocations")
     assert all(e.get("jti") != "a" for e in body["revocations"])
+
+
+# --- audit export and the policy on admin actions ---
+
+
+async def test_audit_export_returns_the_tenants_own_records_only(
+    http: aiohttp.ClientSession, sfu_server: SfuServer, keys: SigningKeys
+) -> None:
+    room = "mod-audit"
+    for tenant in ("acme", "globex"):
+        ws = await connect(http, sfu_server)
+        await join(ws, mint(keys, room, f"member-{tenant}", PARTICIPANT, tenant=tenant))
+        await ws.close()
+    acme = admin_token(keys, "acme")
+    deadline = time.monotonic() + 10
+    while True:  # the audit writer thread commits in batches
+        status, body = await api(http, sfu_server, acme, "GET", "/admin/audit")
+        assert status == 200, body
+        actors = {r["actor"] for r in body["records"]}
+        if "member-acme" in actors or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert body["tenant"] == "acme" and "member-acme" in actors
+    assert "member-globex" not in actors
+    assert all(r["detail"].get("tenant") == "acme" for r in body["records"])
+    assert not any(r["event"] in ("server_start", "server_stop") for r in body["records"])
+    # Paging: after the last seq there is nothing older.
+    last = body["next_after"]
+    status, page = await api(http, sfu_server, acme, "GET", f"/admin/audit?after={last}&limit=5")
+    assert status == 200 and all(r["seq"] > last for r in page["records"])
+    for query in ("?limit=0", "?limit=5001", "?after=-1", "?after=x"):
+        status, error = await api(http, sfu_server, acme, "GET", "/admin/audit" + query)
+        assert (status, error["error"]) == (400, "bad_request"), query
+    moderator = mint(keys, room, "mod-1", ["moderate"])
+    status, error = await api(http, sfu_server, moderator, "GET", "/admin/audit")
+    assert (status, error["error"]) == (403, "forbidden")
+
+
+async def test_admin_actions_are_decided_by_the_policy_too(
+    http: aiohttp.ClientSession, sfu_server: SfuServer, keys: SigningKeys
+) -> None:
+    policy = sfu_server.data_dir / "policies" / "zz-admin-test.policy"
+    policy.write_text(
+        'deny "no audit export for admin-acme" when action is export_audit '
+        'and subject.identity is "admin-acme" because "exports go through the DPO"\n'
+        'deny "moderation stops at nine" when action is moderate '
+        'and subject.identity is "night-admin" because "outside moderation hours"\n'
+    )
+    try:
+        night = mint(keys, "ops", "night-admin", ["admin"])
+        deadline = time.monotonic() + 5
+        while True:  # the engine looks at the directory once a second
+            status, body = await api(http, sfu_server, night, "GET", "/admin/rooms")
+            if status == 403 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert (status, body["error"]) == (403, "forbidden"), body
+        assert "outside moderation hours" in body["message"]
+        status, body = await api(http, sfu_server, admin_token(keys), "GET", "/admin/audit")
+        assert status == 403 and "exports go through the DPO" in body["message"]
+        # Another admin of the tenant is not touched by either rule.
+        other = mint(keys, "ops", "day-admin", ["admin"])
+        assert (await api(http, sfu_server, other, "GET", "/admin/rooms"))[0] == 200
+        assert (await api(http, sfu_server, other, "GET", "/admin/audit?limit=1"))[0] == 200
+    finally:
+        policy.unlink()
