@@ -286,10 +286,8 @@ async def list_revocations(request: web.Request, actor: AccessToken) -> web.Resp
 
 def _authorize(request: web.Request, actor: AccessToken, action: str) -> None:
     """The policy's word on ``action`` (denials audited), after the grant checks."""
-    engine = request.app.get(POLICY)
-    if engine is None:
-        return
-    decision = engine.check(actor, action, channel="admin", remote=client_address(request))
+    engine, remote = request.app[POLICY], client_address(request)
+    decision = engine.check(actor, action, channel="admin", remote=remote)
     if not decision.allowed:
         raise AdminError(403, "forbidden", f"denied by policy: {decision.reason}")
 

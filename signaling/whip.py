@@ -123,9 +123,8 @@ def _policy_refusal(
     request: web.Request, access: AccessToken, actions: list[str]
 ) -> web.Response | None:
     """403 naming the policy rule that denies the first of ``actions`` (audited)."""
-    engine = request.app.get(POLICY)
-    if engine is None:
-        return None
+    # app[POLICY], not .get: an application without a policy engine fails closed.
+    engine = request.app[POLICY]
     channel, remote = request.path.split("/")[1], client_address(request)
     for action in actions:
         decision = engine.check(access, action, channel=channel, remote=remote)
@@ -228,12 +227,12 @@ async def _create(request: web.Request, kind: str) -> web.Response:
         moderation.register(
             session_id, kind, access, lambda _code, reason: media.end_session(session_id, reason)
         )
-    engine = request.app.get(POLICY)
-    if engine is not None:
-        # Rechecked while the session lasts; a denial stops its media or ends it.
-        actions = {"subscribe"} if kind == "whep" else set(_whip_grants(sections))
-        camera = kind == "whip" and "publish:video" in actions
-        watch_media_session(engine, media, session.session_id, access, kind, actions, camera)
+    # Rechecked while the session lasts; a denial stops its media or ends it.
+    actions = {"subscribe"} if kind == "whep" else set(_whip_grants(sections))
+    camera = kind == "whip" and "publish:video" in actions
+    watch_media_session(
+        request.app[POLICY], media, session.session_id, access, kind, actions, camera
+    )
     if kind == "whep":
         request.app[AUDIT].record(
             "subscribe", access.identity, room, tenant=access.tenant,

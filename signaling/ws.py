@@ -543,7 +543,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         connection = Connection(ws, app[MEDIA], app[KEYS], app[ROOMS], app[AUDIT], remote)
         connection.guard = guard
         connection.moderation = app.get(MODERATION)
-        connection.policy = app.get(POLICY)
+        connection.policy = app[POLICY]  # required: no engine fails closed
         await connection.run()
         if not ws.closed:
             await ws.close(code=connection.close_code or 1000)
