@@ -30,8 +30,8 @@ setup: $(RUN_STAMP)
 setup-dev: $(DEV_STAMP)
 
 # Real components the tests start: Debian's Chromium (driven by Playwright, which
-# downloads nothing) and Prometheus.
-SYSTEM_PACKAGES := chromium prometheus
+# downloads nothing), Prometheus, and Janus (the comparison the load harness measures).
+SYSTEM_PACKAGES := chromium prometheus janus
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && \

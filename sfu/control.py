@@ -35,7 +35,6 @@ from sfu.routing.types import (
     TrackPublished,
     TrackUnpublished,
 )
-from sfu.wire.sdp import with_inactive_sections
 
 __all__ = [
     "DatapathUnavailable",
@@ -212,18 +211,11 @@ class MediaService:
         intents: dict[str, MidIntent],
         refused: Mapping[str, str] | None = None,
     ) -> NegotiationResult:
-        """Apply an offer. ``refused`` maps mids signaling does not authorize to the
-        reason: those m-sections are answered inactive (ending whatever they carried)
-        and each reason comes first in the warnings, as a "forbidden" one."""
+        """Apply an offer (see Session.negotiate for ``refused``)."""
         session = self.sessions.get(session_id)
         if session is None:
             raise MediaError("not_found", "no such session")
-        if refused:
-            offer = with_inactive_sections(offer, set(refused))
-        result = session.negotiate(offer, intents, time.monotonic())
-        if refused:
-            result.warnings[:0] = [("forbidden", reason) for reason in refused.values()]
-        return result
+        return session.negotiate(offer, intents, time.monotonic(), refused)
 
     def participants(self, room: str, exclude_session: str | None = None) -> list[ParticipantInfo]:
         room_obj = self.rooms.get(room)

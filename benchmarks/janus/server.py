@@ -14,7 +14,6 @@ benchmarks/janus/netns.py, which makes one inside a private network namespace.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.janus.netns import loopback_alias
-from benchmarks.loadgen.server import cpu_seconds, free_port, rss_kb
+from benchmarks.loadgen.server import ServerProcess, free_port
 
 JANUS_BINARY = Path("/usr/bin/janus")
 JANUS_LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
@@ -34,7 +33,6 @@ VIDEOROOM_LIBRARY = "libjanus_videoroom.so"
 HTTP_LIBRARY = "libjanus_http.so"
 BASE_PATH = "/janus"
 START_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
 RTP_PORTS = 2000  # one port per PeerConnection: plenty for scenario 1's 21
 DEBUG_LEVEL = 3  # warnings and errors only: logging must not cost CPU in the window
 
@@ -171,7 +169,7 @@ def write_config(root: Path, config: JanusConfig) -> Path:
 
 
 @dataclass
-class JanusUnderTest:
+class JanusUnderTest(ServerProcess):
     """A self-started Janus on loopback, read like benchmarks.loadgen's SfuUnderTest."""
 
     ice_interface: str
@@ -259,35 +257,8 @@ class JanusUnderTest:
         except urllib.error.HTTPError as exc:
             raise OSError(f"/info -> {exc.code}") from exc
 
-    def cpu_seconds(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            return cpu_seconds(self.pid)
-        except OSError:
-            return None
-
-    def rss_kb(self) -> int | None:
-        if self.pid is None:
-            return None
-        try:
-            return rss_kb(self.pid)
-        except OSError:
-            return None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
-
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        self.stop_process()
         if self._tmp is not None:
             if self.log_path is not None and self.log_path.exists():
                 self.kept_log = self.log_tail(20000)

@@ -7,24 +7,16 @@ SRTP keys from its own point of view (local = client write key).
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
-import secrets
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
-from sfu.proto.dtls import SrtpKeys, split_records
+from sfu.proto.dtls import DtlsCertificate, SrtpKeys, split_records
 
 DTLS1_2_VERSION = 0xFEFD
 DTLS_MTU = 1200
-_CIPHERS = b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384"
-SRTP_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
 # OpenSSL profile name -> (SrtpKeys profile name, key length, salt length)
 _PROFILES = {
     b"SRTP_AEAD_AES_128_GCM": ("AEAD_AES_128_GCM", 16, 12),
@@ -41,38 +33,9 @@ def sha256_fingerprint(der: bytes) -> str:
     return ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
 
 
-class ClientCertificate:
-    """A fresh self-signed ECDSA P-256 certificate, as a browser makes per connection."""
-
-    def __init__(self) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, secrets.token_hex(8))])
-        now = datetime.datetime.now(datetime.UTC)
-        self.certificate = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .sign(key, hashes.SHA256())
-        )
-        self.key = key
-        self.fingerprint_sha256 = sha256_fingerprint(self.certificate.public_bytes(Encoding.DER))
-
-    def create_context(self) -> SSL.Context:
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        ctx.set_min_proto_version(DTLS1_2_VERSION)
-        ctx.use_certificate(self.certificate)
-        ctx.use_privatekey(self.key)
-        ctx.set_cipher_list(_CIPHERS)
-        ctx.set_options(SSL.OP_NO_QUERY_MTU | SSL.OP_NO_TICKET)
-        # The server's certificate is self-signed: trust comes from the SDP fingerprint,
-        # checked after the handshake.
-        ctx.set_verify(SSL.VERIFY_PEER, lambda *_args: True)
-        ctx.set_tlsext_use_srtp(SRTP_PROFILES)
-        return ctx
+# The client's certificate is made the way the SFU makes its own: a fresh self-signed
+# ECDSA P-256 one, as a browser makes per connection. The context is role-agnostic.
+ClientCertificate = DtlsCertificate
 
 
 class DtlsClient:

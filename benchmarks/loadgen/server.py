@@ -101,8 +101,47 @@ messages_burst = 100000
 """
 
 
+class ServerProcess:
+    """What a server under test offers besides its protocol: its process's CPU time,
+    memory and log, and a clean stop. Subclasses (dataclasses) hold the fields."""
+
+    pid: int | None
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    def cpu_seconds(self) -> float | None:
+        if self.pid is None:
+            return None
+        try:
+            return cpu_seconds(self.pid)
+        except OSError:
+            return None
+
+    def rss_kb(self) -> int | None:
+        if self.pid is None:
+            return None
+        try:
+            return rss_kb(self.pid)
+        except OSError:
+            return None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
+
+    def stop_process(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT_S)
+
+
 @dataclass
-class SfuUnderTest:
+class SfuUnderTest(ServerProcess):
     """Where the SFU is and how to read it; start() only when self-started."""
 
     base_url: str
@@ -207,40 +246,13 @@ class SfuUnderTest:
         except urllib.error.HTTPError as exc:
             raise OSError(f"/healthz -> {exc.code}") from exc
 
-    def cpu_seconds(self) -> float | None:
-        if self.pid is None:
-            return None
-        try:
-            return cpu_seconds(self.pid)
-        except OSError:
-            return None
-
-    def rss_kb(self) -> int | None:
-        if self.pid is None:
-            return None
-        try:
-            return rss_kb(self.pid)
-        except OSError:
-            return None
-
     def logged_datapath(self) -> str | None:
         """The datapath the server said it uses at start (self-started servers only)."""
         match = _DATAPATH_LOG.search(self.log_tail(1_000_000))
         return match.group(1) if match else None
 
-    def log_tail(self, chars: int = 4000) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return self.log_path.read_bytes()[-chars:].decode("utf-8", "replace")
-
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(STOP_TIMEOUT_S)
+        self.stop_process()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

@@ -59,7 +59,6 @@ class MediaPort:
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.Task[None]] = []
-        self._timestamps = False
         self._late_since: float | None = None
         self._shedding_since = 0.0
         # Tests replace the clock that queueing delay is measured against.
@@ -82,7 +81,8 @@ class MediaPort:
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
-        self._timestamps = _try_setsockopt(sock, SO_TIMESTAMPNS)
+        if not _try_setsockopt(sock, SO_TIMESTAMPNS):
+            log.warning("no kernel receive timestamps: overload shedding is off")
         _try_setsockopt(sock, SO_RXQ_OVFL)
         sock.setblocking(False)
         sock.bind((self.host, self.port))

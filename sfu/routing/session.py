@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from sfu.routing.consumer import Consumer
@@ -210,9 +210,17 @@ class Session:
     # -- negotiation ------------------------------------------------------
 
     def negotiate(
-        self, offer_text: str, intents: dict[str, MidIntent], now: float
+        self,
+        offer_text: str,
+        intents: dict[str, MidIntent],
+        now: float,
+        refused: Mapping[str, str] | None = None,
     ) -> NegotiationResult:
-        """Apply a client offer; returns the answer. Raises MediaError for a bad offer."""
+        """Apply a client offer; returns the answer. Raises MediaError for a bad offer.
+
+        ``refused`` maps the mids signaling does not authorize to the reason: those
+        m-sections are answered inactive (ending what they carried), with the reason
+        as a "forbidden" warning."""
         if self.closed:
             raise MediaError("closed", "session is closed")
         offer = parse_offer(offer_text)
@@ -232,6 +240,7 @@ class Session:
                     mid,
                     bundled,
                     intents.get(mid),
+                    (refused or {}).get(mid),
                     now,
                     warnings,
                     new_producers,
@@ -312,6 +321,7 @@ class Session:
         mid: str,
         bundled: set[str],
         intent: MidIntent | None,
+        refusal: str | None,
         now: float,
         warnings: list[tuple[str, str]],
         new_producers: list[Producer],
@@ -342,7 +352,9 @@ class Session:
             candidates=[self.address.candidate()],
             cname=self.cname,
         )
-        direction = section.direction
+        direction = "inactive" if refusal is not None else section.direction
+        if refusal is not None:
+            warnings.append(("forbidden", refusal))
         if direction in ("sendonly", "sendrecv"):
             self._drop_consumer(mid)
             codec = self._publish(

@@ -286,8 +286,8 @@ def test_jcfg_rendering_quotes_strings_only() -> None:
 def test_two_subscribers_get_decrypted_media_from_janus(tmp_path: Path) -> None:
     if not JANUS_BINARY.exists():
         pytest.skip(
-            f"Janus is not installed ({JANUS_BINARY} missing): CI does not install the "
-            "Debian `janus` package; apt-get install --no-install-recommends janus to run this"
+            f"Janus is not installed ({JANUS_BINARY} missing): `make test` installs "
+            "Debian's `janus` package (apt-get install --no-install-recommends janus)"
         )
     reason = netns_missing_reason()
     if reason is not None:

@@ -256,6 +256,22 @@ def test_publisher_without_subscribe_right_gets_forbidden_for_recvonly(harness: 
     assert answer_sections(result.sdp)["2"].direction == "inactive"
 
 
+def test_refused_mids_are_answered_inactive_with_the_reason_and_end_what_they_carried(
+    harness: Harness,
+) -> None:
+    alice = harness.session("alice")
+    first = alice.negotiate(CHROMIUM, {}, 0.0)
+    assert {t.kind for t in first.published} == {"audio", "video"}
+    video_mid = next(mid for mid, p in alice.producers.items() if p.kind == "video")
+    reason = f"mid {video_mid}: publishing video needs grant publish:video"
+    result = alice.negotiate(CHROMIUM, {}, 1.0, refused={video_mid: reason})
+    assert ("forbidden", reason) in result.warnings
+    sections = answer_sections(result.sdp)
+    assert sections[video_mid].direction == "inactive"
+    assert [t.kind for t in result.published] == ["audio"]  # the refused track is gone
+    assert {p.kind for p in harness.room.producers.values()} == {"audio"}
+
+
 # -- subscribing -----------------------------------------------------------------------
 
 

@@ -469,20 +469,3 @@ def test_multichannel_codec_keeps_channel_count_and_fmtp() -> None:
     text = build_answer(1, 1, [_answer_media(kind="audio", codecs=[opus])], None)
     assert "a=rtpmap:111 OPUS/48000/2\r\n" in text
     assert "a=fmtp:111 minptime=10;useinbandfec=1\r\n" in text
-
-
-def test_with_inactive_sections_changes_only_the_named_directions() -> None:
-    from sfu.wire.sdp import with_inactive_sections
-
-    offer = (
-        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\n"
-        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\n"
-        "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n"
-    )
-    changed = parse_sdp(with_inactive_sections(offer, {"v", "2"}))
-    original = parse_sdp(offer)
-    assert [m.direction for m in original.media] == ["sendrecv", "sendonly", "sendrecv"]
-    assert [m.direction for m in changed.media] == ["sendrecv", "inactive", "inactive"]
-    assert [m.attributes[:1] for m in changed.media] == [m.attributes[:1] for m in original.media]
-    assert with_inactive_sections(offer, set()) == offer
