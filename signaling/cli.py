@@ -20,7 +20,7 @@ from sfu.control import DatapathUnavailable, MediaService
 from signaling.app import create_app
 from signaling.audit import AuditLog, AuditPaths, export, verify
 from signaling.context import GUARD
-from signaling.keystore import DEFAULT_GRACE_S, KeyStore, KeyStoreError
+from signaling.keystore import ALGORITHMS, DEFAULT_GRACE_S, KeyStore, KeyStoreError
 from signaling.metrics import start_metrics_server
 from signaling.policy import PolicyError, PolicyStore, ensure_policy_dir
 from signaling.policy import commands as policy_commands
@@ -111,18 +111,30 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.add_argument("--kid", default=None, help="sign with this key (default: the current)")
 
-    keys = sub.add_parser("keys", help="list or rotate the token signing keys")
+    keys = sub.add_parser("keys", help="list, rotate or import token keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     rotate = keys_sub.add_parser("rotate", help="add a new current key; old ones keep a grace")
-    rotate.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
-    rotate.add_argument(
-        "--grace",
-        type=float,
-        default=float(DEFAULT_GRACE_S),
-        help="seconds the previous key keeps verifying tokens (default: 86400)",
+    import_cmd = keys_sub.add_parser(
+        "import", help="make an identity provider's public key a tenant's current key"
     )
+    import_cmd.add_argument("--public-key", type=Path, required=True, help="PEM file")
     list_cmd = keys_sub.add_parser("list", help="print kid, created and status of each key")
-    list_cmd.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+    for command in (rotate, import_cmd, list_cmd):
+        command.add_argument("--data-dir", type=Path, default=Path(_env("DATA_DIR", "./data")))
+        command.add_argument(
+            "--tenant",
+            required=command is import_cmd,
+            default=None,
+            help="a tenant's own keys (they sign and verify only that tenant's tokens)",
+        )
+    for command in (rotate, import_cmd):
+        command.add_argument(
+            "--grace",
+            type=float,
+            default=float(DEFAULT_GRACE_S),
+            help="seconds the previous key keeps verifying tokens (default: 86400)",
+        )
+    rotate.add_argument("--algorithm", choices=ALGORITHMS, default="ES256")
     revoke = sub.add_parser(
         "revoke", help="revoke a token (jti) or an identity's tokens; a running server applies it"
     )
@@ -243,6 +255,9 @@ def _serve(args: argparse.Namespace) -> int:
     audit = AuditLog(AuditPaths.in_data_dir(data_dir))
     app = create_app(media, keys, rooms, audit, limits.signaling)
     policies.audit = audit
+    keys.on_change = lambda tenant, kid, kids: audit.record(
+        "keys_changed", "sfu", tenant=tenant or "", current=kid, kids=kids
+    )
     setup_policy(app, PolicyEngine(policies, rooms, audit), media)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"https://{url_host}:{args.port}/"
@@ -341,28 +356,37 @@ def _iso(seconds: float) -> str:
 
 
 def _keys(args: argparse.Namespace, now: float | None = None) -> int:
-    store = KeyStore(args.data_dir)
     when = time.time() if now is None else now
     try:
-        if args.keys_command == "rotate":
+        store = KeyStore(args.data_dir, args.tenant)
+        if args.keys_command in ("rotate", "import"):
             if args.grace < 0:
                 raise ValueError("--grace must not be negative")
-            entry = store.rotate(when, args.grace)
+            if args.keys_command == "rotate":
+                entry = store.rotate(when, args.grace, args.algorithm)
+            else:
+                entry = store.import_public(when, args.public_key.read_bytes(), args.grace)
             until = _iso(when + args.grace)
-            print(f"new current key {entry.kid}; the previous key verifies until {until}")
+            whose = "" if args.tenant is None else f" of tenant {args.tenant}"
+            print(
+                f"new current key{whose} {entry.kid} ({entry.algorithm});"
+                f" the previous key verifies until {until}"
+            )
             return 0
-        entries = store.ensure(when)
+        entries = store.ensure(when) if args.tenant is None else store.entries()
     except (KeyStoreError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{'KID':<16}  {'CREATED':<20}  STATUS")
+    print(f"{'KID':<16}  {'ALG':<5}  {'CREATED':<20}  STATUS")
     for entry in entries:
         status = entry.status(when)
         if status == "retired" and entry.valid_until is not None:
             status = f"retired, verifies until {_iso(entry.valid_until)}"
         elif status == "expired" and entry.valid_until is not None:
             status = f"expired {_iso(entry.valid_until)}"
-        print(f"{entry.kid:<16}  {_iso(entry.created):<20}  {status}")
+        if not entry.can_sign:
+            status += " (public key only)"
+        print(f"{entry.kid:<16}  {entry.algorithm:<5}  {_iso(entry.created):<20}  {status}")
     return 0
 
 

@@ -2,7 +2,14 @@
 
     <data-dir>/keys/index.json          {"version": 1, "keys": [{"kid", "file", "algorithm",
                                           "created", "retired_at", "valid_until"}, ...]}
-    <data-dir>/keys/signing-<kid>.pem   one EC P-256 private key each (mode 0600)
+    <data-dir>/keys/signing-<kid>.pem   one private key each (mode 0600)
+    <data-dir>/keys/tenants/<T>/...     the same layout: keys of tenant T only
+
+A key is ES256 (EC P-256) or EdDSA (Ed25519). A key directory may also hold only
+the public half of a key (``public-<kid>.pem``), imported from an identity provider
+that signs tokens itself: it verifies and never signs. The operator's keys (the top
+directory) may sign tokens of any tenant; a tenant's keys only tokens that claim
+that tenant (signaling/tokens.py enforces it).
 
 Exactly one key is current (``retired_at`` null): new tokens are signed with it.
 Rotation adds a new current key and retires the previous one, which keeps verifying
@@ -23,20 +30,22 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 __all__ = [
+    "ALGORITHMS",
     "DEFAULT_GRACE_S",
     "KeyEntry",
     "KeyStore",
     "KeyStoreError",
     "kid_of",
+    "tenant_stores",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,20 +53,27 @@ log = logging.getLogger(__name__)
 KEY_DIR_NAME = "keys"
 INDEX_NAME = "index.json"
 LOCK_NAME = ".index.lock"
+TENANTS_DIR_NAME = "tenants"
 LEGACY_KEY_FILE = "signing-key.pem"
 ALGORITHM = "ES256"
+ALGORITHMS = ("ES256", "EdDSA")
 INDEX_VERSION = 1
 DEFAULT_GRACE_S = 24 * 3600
 MAX_KEYS = 64
 _KID = re.compile(r"[0-9a-f]{16}")
-_KEY_FILE = re.compile(r"signing-key\.pem|signing-[0-9a-f]{16}\.pem")
+_KEY_FILE = re.compile(r"signing-key\.pem|(signing|public)-[0-9a-f]{16}\.pem")
+# Same as a token's tenant claim (signaling/tokens.py): also a safe directory name.
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
 class KeyStoreError(ValueError):
     """The key directory or its index is unusable."""
 
 
-def kid_of(public_key: ec.EllipticCurvePublicKey) -> str:
+def kid_of(public_key: PublicKey) -> str:
     """Key id: the first 16 hex digits of SHA-256 over the DER SubjectPublicKeyInfo."""
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -87,6 +103,11 @@ class KeyEntry:
     def verifies_at(self, now: float) -> bool:
         return self.status(now) != "expired"
 
+    @property
+    def can_sign(self) -> bool:
+        """False for an imported public key, which only verifies."""
+        return not self.file.startswith("public-")
+
 
 def _number(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -103,7 +124,7 @@ def _entry(raw: object) -> KeyEntry:
     # The file name is confined to the key directory: no paths, no other files.
     if not isinstance(file, str) or not _KEY_FILE.fullmatch(file):
         raise KeyStoreError(f"index: bad key file name for {kid}")
-    if algorithm != ALGORITHM:
+    if algorithm not in ALGORITHMS:
         raise KeyStoreError(f"index: key {kid} has unsupported algorithm {algorithm!r}")
     created = _number(raw.get("created"))
     if created is None:
@@ -146,13 +167,22 @@ def _index_text(entries: list[KeyEntry]) -> str:
 
 
 class KeyStore:
-    """The key directory of one data directory."""
+    """The key directory of one data directory, or of one tenant in it."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.directory = Path(data_dir) / KEY_DIR_NAME
+    def __init__(self, data_dir: Path, tenant: str | None = None) -> None:
+        directory = Path(data_dir) / KEY_DIR_NAME
+        if tenant is not None:
+            if not _TENANT.fullmatch(tenant):
+                raise KeyStoreError(f"bad tenant name {tenant!r}")
+            directory = directory / TENANTS_DIR_NAME / tenant
+        self.tenant = tenant
+        self.directory = directory
         self.index_path = self.directory / INDEX_NAME
 
     # --- reading ---
+
+    def exists(self) -> bool:
+        return self.index_path.exists()
 
     def entries(self) -> list[KeyEntry]:
         """The index as it is on disk (KeyStoreError if missing or invalid)."""
@@ -170,8 +200,10 @@ class KeyStore:
             return None
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
-    def private_key(self, entry: KeyEntry) -> ec.EllipticCurvePrivateKey:
+    def private_key(self, entry: KeyEntry) -> PrivateKey:
         """Load one key's PEM, tightening loose file permissions, and check its kid."""
+        if not entry.can_sign:
+            raise KeyStoreError(f"key {entry.kid} is an imported public key and cannot sign")
         path = self.directory / entry.file
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
@@ -180,8 +212,18 @@ class KeyStore:
                 extra={"path": str(path), "mode": oct(mode)},
             )
             os.chmod(path, 0o600)
-        key = _load_pem(path)
+        key = _load_private_pem(path, entry.algorithm)
         if kid_of(key.public_key()) != entry.kid:
+            raise KeyStoreError(f"{path} does not hold the key with kid {entry.kid}")
+        return key
+
+    def public_key(self, entry: KeyEntry) -> PublicKey:
+        """The key that verifies tokens signed under ``entry``."""
+        if entry.can_sign:
+            return self.private_key(entry).public_key()
+        path = self.directory / entry.file
+        key = load_public_pem(path.read_bytes())
+        if _algorithm_of(key) != entry.algorithm or kid_of(key) != entry.kid:
             raise KeyStoreError(f"{path} does not hold the key with kid {entry.kid}")
         return key
 
@@ -197,25 +239,53 @@ class KeyStore:
                 return self.entries()
             legacy = self.directory / LEGACY_KEY_FILE
             if legacy.exists():
-                key = _load_pem(legacy)
+                key = _load_private_pem(legacy, ALGORITHM)
                 entry = KeyEntry(kid_of(key.public_key()), LEGACY_KEY_FILE, legacy.stat().st_mtime)
                 log.info("migrated legacy token signing key", extra={"kid": entry.kid})
             else:
-                entry = self._new_key(now)
+                entry = self._new_key(now, ALGORITHM)
                 log.info("created token signing key", extra={"kid": entry.kid})
             self._write_index([entry])
             return [entry]
 
-    def rotate(self, now: float, grace_s: float = DEFAULT_GRACE_S) -> KeyEntry:
+    def rotate(
+        self, now: float, grace_s: float = DEFAULT_GRACE_S, algorithm: str = ALGORITHM
+    ) -> KeyEntry:
         """Add a new current key; the previous one verifies for ``grace_s`` more seconds.
 
         Keys whose grace period has ended are removed from the index and the disk.
+        A tenant's first rotation creates its key directory.
         """
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        return self._add_current(now, grace_s, lambda: self._new_key(now, algorithm))
+
+    def import_public(self, now: float, pem: bytes, grace_s: float = DEFAULT_GRACE_S) -> KeyEntry:
+        """Make an identity provider's public key current (it verifies, never signs)."""
+        key = load_public_pem(pem)
+        kid = kid_of(key)
+        name = f"public-{kid}.pem"
+
+        def write() -> KeyEntry:
+            if (self.directory / name).exists() or (self.directory / f"signing-{kid}.pem").exists():
+                raise KeyStoreError(f"key {kid} is already in this key directory")
+            text = key.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            _write_atomically(self.directory / name, text, exclusive=True)
+            return KeyEntry(kid, name, now, algorithm=_algorithm_of(key))
+
+        return self._add_current(now, grace_s, write)
+
+    def _add_current(self, now: float, grace_s: float, make: Callable[[], KeyEntry]) -> KeyEntry:
         if grace_s < 0:
             raise ValueError("grace must not be negative")
-        self.ensure(now)
+        if self.tenant is None:
+            self.ensure(now)
+        else:
+            self._ensure_directory()
         with self._locked():
-            entries = self.entries()
+            entries = self.entries() if self.index_path.exists() else []
             kept: list[KeyEntry] = []
             for entry in entries:
                 if entry.retired_at is None:
@@ -224,7 +294,7 @@ class KeyStore:
                     )
                 if entry.verifies_at(now):
                     kept.append(entry)
-            new = self._new_key(now)
+            new = make()
             kept.append(new)
             self._write_index(kept[-MAX_KEYS:])
             kept_files = {entry.file for entry in kept[-MAX_KEYS:]}
@@ -232,7 +302,10 @@ class KeyStore:
                 if entry.file not in kept_files:
                     with contextlib.suppress(FileNotFoundError):
                         (self.directory / entry.file).unlink()
-            log.info("rotated token signing key", extra={"kid": new.kid, "grace_s": grace_s})
+            log.info(
+                "new current token key",
+                extra={"kid": new.kid, "tenant": self.tenant, "grace_s": grace_s},
+            )
             return new
 
     def _ensure_directory(self) -> None:
@@ -250,8 +323,12 @@ class KeyStore:
         finally:
             os.close(fd)
 
-    def _new_key(self, now: float) -> KeyEntry:
-        private_key = ec.generate_private_key(ec.SECP256R1())
+    def _new_key(self, now: float, algorithm: str) -> KeyEntry:
+        private_key: PrivateKey = (
+            ed25519.Ed25519PrivateKey.generate()
+            if algorithm == "EdDSA"
+            else ec.generate_private_key(ec.SECP256R1())
+        )
         kid = kid_of(private_key.public_key())
         pem = private_key.private_bytes(
             serialization.Encoding.PEM,
@@ -261,14 +338,45 @@ class KeyStore:
         name = f"signing-{kid}.pem"
         # O_EXCL + mode 0600 at creation: the key is never briefly world-readable.
         _write_atomically(self.directory / name, pem, exclusive=True)
-        return KeyEntry(kid, name, now)
+        return KeyEntry(kid, name, now, algorithm=algorithm)
 
     def _write_index(self, entries: list[KeyEntry]) -> None:
         _write_atomically(self.index_path, _index_text(entries).encode(), exclusive=False)
 
 
-def _load_pem(path: Path) -> ec.EllipticCurvePrivateKey:
+def tenant_stores(data_dir: Path) -> list[KeyStore]:
+    """The key directories of the tenants that have their own keys."""
+    root = Path(data_dir) / KEY_DIR_NAME / TENANTS_DIR_NAME
+    try:
+        names = sorted(child.name for child in root.iterdir() if child.is_dir())
+    except FileNotFoundError:
+        return []
+    return [KeyStore(data_dir, name) for name in names if _TENANT.fullmatch(name)]
+
+
+def _algorithm_of(key: PublicKey) -> str:
+    return "EdDSA" if isinstance(key, ed25519.Ed25519PublicKey) else "ES256"
+
+
+def load_public_pem(pem: bytes) -> PublicKey:
+    """An ES256 (P-256) or EdDSA (Ed25519) public key from PEM, else KeyStoreError."""
+    try:
+        loaded = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        raise KeyStoreError(f"not a PEM public key: {exc}") from None
+    if isinstance(loaded, ed25519.Ed25519PublicKey):
+        return loaded
+    if isinstance(loaded, ec.EllipticCurvePublicKey) and isinstance(loaded.curve, ec.SECP256R1):
+        return loaded
+    raise KeyStoreError("public key must be EC P-256 (ES256) or Ed25519 (EdDSA)")
+
+
+def _load_private_pem(path: Path, algorithm: str) -> PrivateKey:
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if algorithm == "EdDSA":
+        if not isinstance(loaded, ed25519.Ed25519PrivateKey):
+            raise KeyStoreError(f"{path} does not hold an Ed25519 private key")
+        return loaded
     if not isinstance(loaded, ec.EllipticCurvePrivateKey):
         raise KeyStoreError(f"{path} does not hold an EC private key")
     if not isinstance(loaded.curve, ec.SECP256R1):

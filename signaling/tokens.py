@@ -1,4 +1,4 @@
-"""Signed access tokens (JWT, ES256): who may do what in which room of which tenant.
+"""Signed access tokens (JWT, ES256 or EdDSA): who may do what in which room of which tenant.
 
 Claims (docs/TOKENS.md, docs/token.schema.json): ``iss``, ``sub`` (identity),
 ``name``, ``tenant``, ``room``, ``iat``/``nbf``/``exp``, ``jti``, ``mfa``, ``attrs``
@@ -22,9 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
 
-from signaling.keystore import KeyEntry, KeyStore, KeyStoreError
+from signaling.keystore import (
+    ALGORITHMS,
+    KeyEntry,
+    KeyStore,
+    KeyStoreError,
+    PrivateKey,
+    PublicKey,
+    tenant_stores,
+)
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -66,7 +73,6 @@ _LEGACY_ROLE_GRANTS: dict[str, frozenset[str]] = {
 
 DEFAULT_TENANT = "default"
 ISSUER = "sfu"
-ALGORITHM = "ES256"
 LEEWAY_S = 5.0
 MAX_FIELD_LEN = 128
 MAX_ATTRS = 16
@@ -326,19 +332,61 @@ def check_claims(claims: Mapping[str, Any], now: float, kid: str = "") -> Access
     )
 
 
+@dataclass
+class _KeyRing:
+    """The loaded keys of one key directory (the operator's or one tenant's)."""
+
+    store: KeyStore
+    entries: dict[str, KeyEntry]
+    public: dict[str, PublicKey]
+    private: dict[str, PrivateKey]
+    signature: tuple[int, int, int] | None
+
+    @classmethod
+    def load(cls, store: KeyStore, previous: _KeyRing | None = None) -> _KeyRing:
+        signature = store.index_signature()
+        entries = store.entries()
+        old_private = previous.private if previous else {}
+        old_public = previous.public if previous else {}
+        private: dict[str, PrivateKey] = {}
+        public: dict[str, PublicKey] = {}
+        for entry in entries:
+            if entry.can_sign:
+                private[entry.kid] = old_private.get(entry.kid) or store.private_key(entry)
+                public[entry.kid] = private[entry.kid].public_key()
+            else:
+                public[entry.kid] = old_public.get(entry.kid) or store.public_key(entry)
+        return cls(store, {e.kid: e for e in entries}, public, private, signature)
+
+    @property
+    def current(self) -> KeyEntry:
+        return next(entry for entry in self.entries.values() if entry.retired_at is None)
+
+
 class SigningKeys:
-    """The server's token signing keys: issue with the current one, verify by kid."""
+    """The server's token keys: issue with a current key, verify by kid.
+
+    The operator's keys (``<data-dir>/keys/``) sign tokens of any tenant. A tenant's
+    own keys (``<data-dir>/keys/tenants/<T>/``, made by ``sfu keys rotate --tenant``
+    or imported from its identity provider) verify only tokens that claim tenant T,
+    so one tenant's key can never mint access to another tenant.
+    """
 
     def __init__(self, store: KeyStore, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if store.tenant is not None:
+            raise ValueError("SigningKeys opens the operator's key directory")
         self._store = store
+        self._data_dir = store.directory.parent
         self._clock = clock
-        self._entries: dict[str, KeyEntry] = {}
-        self._private: dict[str, ec.EllipticCurvePrivateKey] = {}
-        self._signature: tuple[int, int, int] | None = None
-        self._checked_at = -math.inf
+        self._operator = _KeyRing.load(store)
+        self._tenants: dict[str, _KeyRing] = {}
+        self._owners: dict[str, list[tuple[str | None, KeyEntry]]] = {}
+        self._checked_at = clock()
         # Says why a verified token is revoked, or None (signaling/revocations.py).
         self.revoked: Callable[[AccessToken], str | None] | None = None
-        self._load()
+        # Told (tenant or None, current kid, kids) when a key directory changes on disk.
+        self.on_change: Callable[[str | None, str, list[str]], None] | None = None
+        self._load_tenants(initial=True)
 
     @classmethod
     def load_or_create(
@@ -354,37 +402,83 @@ class SigningKeys:
 
     @property
     def kid(self) -> str:
-        """The id of the current key, which signs new tokens."""
-        return next(kid for kid, entry in self._entries.items() if entry.retired_at is None)
+        """The id of the operator's current key, which signs new tokens by default."""
+        return self._operator.current.kid
 
-    def entries(self) -> list[KeyEntry]:
-        return list(self._entries.values())
+    def entries(self, tenant: str | None = None) -> list[KeyEntry]:
+        """The operator's keys, or tenant ``tenant``'s own keys (empty if it has none)."""
+        ring = self._operator if tenant is None else self._tenants.get(tenant)
+        return list(ring.entries.values()) if ring else []
 
-    def _load(self) -> None:
-        signature = self._store.index_signature()
-        entries = self._store.entries()
-        private = {
-            entry.kid: self._private.get(entry.kid) or self._store.private_key(entry)
-            for entry in entries
-        }
-        self._entries = {entry.kid: entry for entry in entries}
-        self._private = private
-        self._signature = signature
-        self._checked_at = self._clock()
-        logger.info("token signing keys loaded", extra={"kids": list(self._entries)})
+    def _index(self) -> None:
+        owners: dict[str, list[tuple[str | None, KeyEntry]]] = {}
+        rings: list[tuple[str | None, _KeyRing]] = [(None, self._operator)]
+        rings += list(self._tenants.items())
+        for tenant, ring in rings:
+            for entry in ring.entries.values():
+                owners.setdefault(entry.kid, []).append((tenant, entry))
+        self._owners = owners
+
+    def _load_tenants(self, *, initial: bool) -> None:
+        found: dict[str, _KeyRing] = {}
+        for store in tenant_stores(self._data_dir):
+            assert store.tenant is not None
+            old = self._tenants.get(store.tenant)
+            if old is not None and store.index_signature() == old.signature:
+                found[store.tenant] = old
+                continue
+            if not store.exists():
+                continue
+            try:
+                ring = _KeyRing.load(store, old)
+            except (KeyStoreError, OSError, ValueError) as exc:
+                logger.error(
+                    "tenant %s keys not loaded, keeping the last ones: %s", store.tenant, exc
+                )
+                if old is not None:
+                    found[store.tenant] = old
+                continue
+            found[store.tenant] = ring
+            kids = list(ring.entries)
+            logger.info("tenant token keys loaded", extra={"tenant": store.tenant, "kids": kids})
+            if not initial:
+                self._changed(store.tenant, ring)
+        self._tenants = found
+        self._index()
+
+    def _changed(self, tenant: str | None, ring: _KeyRing) -> None:
+        if self.on_change is not None:
+            self.on_change(tenant, ring.current.kid, list(ring.entries))
 
     def refresh(self) -> None:
-        """Reload the key index if it changed (looked at once per RELOAD_INTERVAL_S at most)."""
+        """Reload key indexes that changed (looked at once per RELOAD_INTERVAL_S at most)."""
         now = self._clock()
         if now - self._checked_at < RELOAD_INTERVAL_S:
             return
         self._checked_at = now
-        if self._store.index_signature() == self._signature:
-            return
-        try:
-            self._load()
-        except (KeyStoreError, OSError, ValueError) as exc:
-            logger.error("token signing keys not reloaded, keeping the last ones: %s", exc)
+        if self._store.index_signature() != self._operator.signature:
+            try:
+                self._operator = _KeyRing.load(self._store, self._operator)
+            except (KeyStoreError, OSError, ValueError) as exc:
+                logger.error("token signing keys not reloaded, keeping the last ones: %s", exc)
+            else:
+                kids = list(self._operator.entries)
+                logger.info("token signing keys loaded", extra={"kids": kids})
+                self._changed(None, self._operator)
+        self._load_tenants(initial=False)
+
+    def _signing_key(self, tenant: str, kid: str | None, when: float) -> tuple[str, PrivateKey]:
+        if kid is None:
+            ring = self._tenants.get(tenant)
+            if ring is None or not ring.current.can_sign:
+                ring = self._operator
+            kid = ring.current.kid
+        for owner, entry in self._owners.get(kid, []):
+            if owner not in (None, tenant) or not entry.can_sign or not entry.verifies_at(when):
+                continue
+            ring = self._operator if owner is None else self._tenants[owner]
+            return kid, ring.private[kid]
+        raise ValueError(f"no usable signing key with kid {kid!r} for tenant {tenant!r}")
 
     def issue(
         self,
@@ -403,7 +497,8 @@ class SigningKeys:
     ) -> str:
         """Return a signed token; ``role`` (a preset) and ``grants`` are alternatives.
 
-        Raises ValueError for anything a verifier would refuse.
+        Without ``kid`` the tenant's own current key signs if it has one that can,
+        else the operator's. Raises ValueError for anything a verifier would refuse.
         """
         if role is not None and grants is not None:
             raise ValueError("give a role or grants, not both")
@@ -416,10 +511,7 @@ class SigningKeys:
             raise ValueError("ttl_s must be a positive integer")
         issued_at = int(time.time() if now is None else now)
         self.refresh()
-        kid = self.kid if kid is None else kid
-        entry = self._entries.get(kid)
-        if entry is None or not entry.verifies_at(issued_at):
-            raise ValueError(f"no usable signing key with kid {kid!r}")
+        kid, private_key = self._signing_key(tenant, kid, issued_at)
         grant_list = list(grants)
         claims: dict[str, Any] = {
             "iss": ISSUER,
@@ -439,7 +531,8 @@ class SigningKeys:
             check_claims(claims, issued_at, kid)
         except TokenError as exc:
             raise ValueError(exc.message.removeprefix("token ")) from None
-        token = jwt.encode(claims, self._private[kid], algorithm=ALGORITHM, headers={"kid": kid})
+        algorithm = self._owners[kid][0][1].algorithm
+        token = jwt.encode(claims, private_key, algorithm=algorithm, headers={"kid": kid})
         if len(token) > MAX_TOKEN_LEN:
             raise ValueError(f"token would be longer than {MAX_TOKEN_LEN} characters")
         return token
@@ -458,23 +551,30 @@ class SigningKeys:
             raise _unauthorized("token malformed") from None
         # Checked before any key use so "none"/HMAC tokens never reach a verifier
         # (the HS256-with-public-key confusion attack depends on that).
-        if header.get("alg") != ALGORITHM:
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
             raise _unauthorized("unsupported token algorithm")
         kid = header.get("kid")
         if not isinstance(kid, str) or not _KID.fullmatch(kid):
             raise _unauthorized("token names no valid signing key (kid)")
         when = time.time() if now is None else now
         self.refresh()
-        entry = self._entries.get(kid)
-        if entry is None:
+        owners = self._owners.get(kid)
+        if not owners:
             raise _unauthorized("token signed by an unknown key")
-        if not entry.verifies_at(when):
+        live = [(owner, entry) for owner, entry in owners if entry.verifies_at(when)]
+        if not live:
             raise _unauthorized("token signed by an expired key")
+        owner, entry = live[0]
+        # The key decides the algorithm; a header naming another one is refused.
+        if entry.algorithm != algorithm:
+            raise _unauthorized("token algorithm does not match its key")
+        ring = self._operator if owner is None else self._tenants[owner]
         try:
             claims = jwt.decode(
                 token,
-                self._private[kid].public_key(),
-                algorithms=[ALGORITHM],
+                ring.public[kid],
+                algorithms=[entry.algorithm],
                 # Time and claim checks are done by check_claims so that ``now`` is
                 # honoured exactly and every claim is type-checked the same way.
                 options={
@@ -493,6 +593,9 @@ class SigningKeys:
         except (jwt.PyJWTError, ValueError, TypeError):
             raise _unauthorized("token malformed") from None
         access = check_claims(claims, when, kid)
+        allowed = {owner for owner, _ in live}
+        if None not in allowed and access.tenant not in allowed:
+            raise _unauthorized("token signed by another tenant's key")
         if self.revoked is not None and (why := self.revoked(access)) is not None:
             raise _unauthorized(why)
         return access

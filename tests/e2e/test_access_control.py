@@ -284,3 +284,48 @@ async def test_identical_room_names_in_two_tenants_never_meet(
     assert {("join", "bob", "tb"), ("join", "carol", "ta")} <= {
         (r["event"], r["actor"], r["detail"].get("tenant")) for r in records
     }
+
+
+async def test_tenant_signing_key_is_picked_up_live_and_confined_to_its_tenant(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    import jwt
+
+    from signaling.audit import AuditPaths, export
+    from signaling.keystore import KeyStore
+    from tests.e2e.test_ws_protocol import expect_closed
+
+    # `sfu keys rotate --tenant` while the server runs: no restart.
+    store = KeyStore(sfu_server.data_dir, "tk")
+    entry = store.rotate(time.time(), 60, "EdDSA")
+    private = store.private_key(entry)
+    now = int(time.time())
+    await asyncio.sleep(1.2)  # the server looks at the key indexes at most once a second
+
+    def signed(tenant: str) -> str:
+        claims = {"iss": "sfu", "sub": "idp-user", "room": "kr", "tenant": tenant,
+                  "grants": ["subscribe"], "iat": now, "nbf": now, "exp": now + 60,
+                  "jti": f"tk-{tenant}"}  # fmt: skip
+        return jwt.encode(claims, private, algorithm="EdDSA", headers={"kid": entry.kid})
+
+    ws = await connect(http, sfu_server)
+    welcome = await join(ws, signed("tk"))
+    assert welcome["type"] == "joined" and welcome["tenant"] == "tk", welcome
+    await ws.close()
+    # The same key claiming another tenant is refused like a forgery.
+    ws = await connect(http, sfu_server)
+    reply = await join(ws, signed("other"))
+    assert reply["code"] == "unauthorized" and "another tenant" in reply["message"], reply
+    await expect_closed(ws, 4401)
+    # The server audited the new tenant key when it loaded it.
+    paths = AuditPaths.in_data_dir(sfu_server.data_dir)
+    changed: list[dict[str, Any]] = []
+    for _ in range(50):
+        changed = [r for r in export(paths) if r["event"] == "keys_changed"]
+        if any(r["detail"].get("tenant") == "tk" for r in changed):
+            break
+        await asyncio.sleep(0.2)
+    assert any(
+        r["detail"].get("tenant") == "tk" and r["detail"].get("current") == entry.kid
+        for r in changed
+    ), changed

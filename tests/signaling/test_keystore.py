@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from signaling.cli import main, parse_attr
 from signaling.keystore import KeyStore, KeyStoreError, kid_of, parse_index
@@ -227,7 +227,7 @@ def test_cli_rotate_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert stat.S_IMODE((tmp_path / "keys" / new.file).stat().st_mode) == 0o600
     assert main(["keys", "list", "--data-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["KID", "CREATED", "STATUS"]
+    assert lines[0].split() == ["KID", "ALG", "CREATED", "STATUS"]
     assert lines[1].startswith(first) and "retired, verifies until" in lines[1]
     assert lines[2].startswith(new.kid) and lines[2].endswith("current")
 
@@ -306,3 +306,132 @@ def test_cli_role_and_grants_are_exclusive(tmp_path: Path) -> None:
 )
 def test_parse_attr_types(text: str, expected: tuple[str, object]) -> None:
     assert parse_attr(text) == expected
+
+
+# --- EdDSA keys, tenant keys, imported public keys ---
+
+
+def test_eddsa_key_signs_and_verifies(tmp_path: Path, clock: FakeClock) -> None:
+    keys = open_keys(tmp_path, clock)
+    entry = KeyStore(tmp_path).rotate(NOW, GRACE_S, "EdDSA")
+    clock.now += 2
+    token = keys.issue(identity="a", room="r", now=NOW)
+    import jwt
+
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    assert keys.verify(token, now=NOW).kid == entry.kid
+
+
+def test_header_algorithm_must_match_the_key(tmp_path: Path, clock: FakeClock) -> None:
+    import jwt
+
+    keys = open_keys(tmp_path, clock)
+    store = KeyStore(tmp_path)
+    entry = store.rotate(NOW, GRACE_S, "EdDSA")
+    clock.now += 2
+    claims = {"iss": "sfu", "sub": "a", "room": "r", "iat": NOW, "nbf": NOW,
+              "exp": NOW + 60, "jti": "j1", "grants": []}  # fmt: skip
+    # An ES256 signature by some other key, claiming the Ed25519 key's kid.
+    other = ec.generate_private_key(ec.SECP256R1())
+    forged = jwt.encode(claims, other, algorithm="ES256", headers={"kid": entry.kid})
+    with pytest.raises(TokenError, match="algorithm does not match"):
+        keys.verify(forged, now=NOW)
+
+
+def test_tenant_key_signs_only_its_own_tenant(tmp_path: Path, clock: FakeClock) -> None:
+    keys = open_keys(tmp_path, clock)
+    acme = KeyStore(tmp_path, "acme").rotate(NOW, GRACE_S)
+    clock.now += 2
+    token = keys.issue(identity="a", room="r", tenant="acme", now=NOW)
+    assert header_kid(token) == acme.kid  # the tenant's own key is preferred
+    assert keys.verify(token, now=NOW).tenant == "acme"
+    # Other tenants' tokens are still signed by the operator's key.
+    assert header_kid(keys.issue(identity="a", room="r", tenant="globex", now=NOW)) == keys.kid
+    # The tenant's key cannot sign for another tenant, asked for explicitly or forged.
+    with pytest.raises(ValueError, match="no usable signing key"):
+        keys.issue(identity="a", room="r", tenant="globex", kid=acme.kid, now=NOW)
+    import jwt
+
+    private = KeyStore(tmp_path, "acme").private_key(acme)
+    claims = {"iss": "sfu", "sub": "a", "room": "r", "tenant": "globex", "iat": NOW,
+              "nbf": NOW, "exp": NOW + 60, "jti": "j1", "grants": ["subscribe"]}  # fmt: skip
+    forged = jwt.encode(claims, private, algorithm="ES256", headers={"kid": acme.kid})
+    with pytest.raises(TokenError, match="another tenant's key"):
+        keys.verify(forged, now=NOW)
+    claims["tenant"] = "acme"
+    assert keys.verify(jwt.encode(claims, private, algorithm="ES256",
+                                  headers={"kid": acme.kid}), now=NOW).tenant == "acme"  # fmt: skip
+
+
+def test_imported_public_key_verifies_and_never_signs(tmp_path: Path, clock: FakeClock) -> None:
+    import jwt
+    from cryptography.hazmat.primitives import serialization as ser
+
+    keys = open_keys(tmp_path, clock)
+    idp = ed25519.Ed25519PrivateKey.generate()
+    pem = idp.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    entry = KeyStore(tmp_path, "acme").import_public(NOW, pem, GRACE_S)
+    assert entry.algorithm == "EdDSA" and not entry.can_sign
+    assert not list((tmp_path / "keys" / "tenants" / "acme").glob("signing-*"))
+    clock.now += 2
+    claims = {"iss": "sfu", "sub": "a", "room": "r", "tenant": "acme", "iat": NOW,
+              "nbf": NOW, "exp": NOW + 60, "jti": "j1", "grants": ["subscribe"]}  # fmt: skip
+    token = jwt.encode(claims, idp, algorithm="EdDSA", headers={"kid": entry.kid})
+    assert keys.verify(token, now=NOW).identity == "a"
+    # Minting for acme falls back to the operator's key: the server holds no private half.
+    assert header_kid(keys.issue(identity="a", room="r", tenant="acme", now=NOW)) == keys.kid
+    with pytest.raises(ValueError, match="no usable signing key"):
+        keys.issue(identity="a", room="r", tenant="acme", kid=entry.kid, now=NOW)
+    with pytest.raises(KeyStoreError, match="already"):
+        KeyStore(tmp_path, "acme").import_public(NOW, pem, GRACE_S)
+
+
+@pytest.mark.parametrize(
+    "pem",
+    [
+        b"not a key",
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+    ],
+)
+def test_import_refuses_other_keys(tmp_path: Path, pem: bytes) -> None:
+    with pytest.raises(KeyStoreError):
+        KeyStore(tmp_path, "acme").import_public(NOW, pem)
+
+
+@pytest.mark.parametrize("tenant", ["../x", "a/b", "", ".hidden"])
+def test_tenant_directory_names_are_confined(tmp_path: Path, tenant: str) -> None:
+    with pytest.raises(KeyStoreError, match="tenant"):
+        KeyStore(tmp_path, tenant)
+
+
+def test_key_changes_are_reported_for_the_audit(tmp_path: Path, clock: FakeClock) -> None:
+    keys = open_keys(tmp_path, clock)
+    seen: list[tuple[str | None, str]] = []
+    keys.on_change = lambda tenant, kid, kids: seen.append((tenant, kid))
+    acme = KeyStore(tmp_path, "acme").rotate(NOW, GRACE_S)
+    new = KeyStore(tmp_path).rotate(NOW, GRACE_S)
+    clock.now += 2
+    keys.refresh()
+    assert sorted(seen, key=str) == sorted([("acme", acme.kid), (None, new.kid)], key=str)
+    assert [e.kid for e in keys.entries("acme")] == [acme.kid]
+
+
+def test_cli_tenant_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryptography.hazmat.primitives import serialization as ser
+
+    base = ["--data-dir", str(tmp_path), "--tenant", "acme"]
+    assert main(["keys", "rotate", *base, "--algorithm", "EdDSA"]) == 0
+    assert "of tenant acme" in capsys.readouterr().out
+    idp = ec.generate_private_key(ec.SECP256R1()).public_key()
+    pem_path = tmp_path / "idp.pem"
+    pem_path.write_bytes(idp.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo))
+    assert main(["keys", "import", *base, "--public-key", str(pem_path), "--grace", "60"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "list", *base]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[1] == "EdDSA" and "retired" in lines[1]
+    assert lines[2].startswith(kid_of(idp)) and lines[2].endswith("current (public key only)")
+    with pytest.raises(SystemExit):  # --tenant is required: the operator's keys sign
+        main(["keys", "import", "--data-dir", str(tmp_path), "--public-key", str(pem_path)])
