@@ -324,8 +324,9 @@ async def export_audit(request: web.Request, actor: AccessToken) -> web.Response
     def read() -> list[dict[str, Any]]:
         # Server-wide records (no tenant) and other tenants' never leave this server here.
         out: list[dict[str, Any]] = []
-        for record in export(audit.paths):
-            if record["seq"] > after and record["detail"].get("tenant") == actor.tenant:
+        # Paging starts at the seq (the primary key), not at the start of the log.
+        for record in export(audit.paths, after_seq=after):
+            if record["detail"].get("tenant") == actor.tenant:
                 out.append(record)
                 if len(out) == limit:
                     break

@@ -216,13 +216,18 @@ def _verify_checkpoint(
     return VerifyResult(True, count)
 
 
-def export(paths: AuditPaths, since: float | None = None) -> Iterator[dict[str, Any]]:
+def export(
+    paths: AuditPaths, since: float | None = None, after_seq: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Records from ``since`` (a time) and after ``after_seq``, oldest first."""
     db = sqlite3.connect(f"file:{paths.database}?mode=ro", uri=True)
     try:
         query = (
-            "SELECT seq, ts, event, actor, room, detail, hash FROM audit WHERE ts >= ? ORDER BY seq"
+            "SELECT seq, ts, event, actor, room, detail, hash FROM audit"
+            " WHERE seq > ? AND ts >= ? ORDER BY seq"
         )
-        for seq, ts, event, actor, room, detail, record_hash in db.execute(query, (since or 0,)):
+        rows = db.execute(query, (after_seq, since or 0))
+        for seq, ts, event, actor, room, detail, record_hash in rows:
             yield {
                 "seq": seq,
                 "ts": ts,
