@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sfu.io.datapath import DatapathUnavailable
 from sfu.io.udp import MediaPort
+from sfu.routing.datachannel import Authorizer, FileLimits, Reporter
 from sfu.routing.room import Room
 from sfu.routing.session import MediaAddress, Session, SessionPolicy, media_class, parse_offer
 from sfu.routing.stats import (
@@ -37,7 +38,9 @@ from sfu.routing.types import (
 )
 
 __all__ = [
+    "Authorizer",
     "DatapathUnavailable",
+    "FileLimits",
     "HistogramSnapshot",
     "MetricsSnapshot",
     "MediaError",
@@ -48,6 +51,7 @@ __all__ = [
     "ParticipantInfo",
     "ParticipantJoined",
     "ParticipantLeft",
+    "Reporter",
     "RoomEvent",
     "SessionClosed",
     "SessionPolicy",
@@ -268,6 +272,21 @@ class MediaService:
         session = self.sessions.get(session_id)
         if session is not None:
             session.set_receiving(allowed, time.monotonic(), by)
+
+    def set_data_access(self, session_id: str, authorize: Authorizer, report: Reporter) -> None:
+        """Who decides what a session may do on its control and file channels:
+        ``authorize(action, counterparties)`` is asked for each control message and
+        each file transfer (again while it runs), ``report`` hears how transfers end."""
+        session = self.sessions.get(session_id)
+        if session is not None:
+            session.data_authorize = authorize
+            session.data_report = report
+
+    def set_file_limits(self, room: str, limits: FileLimits) -> None:
+        """The largest file and the media types a room's file channel accepts."""
+        room_obj = self.rooms.get(room)
+        if room_obj is not None:
+            room_obj.data.limits = limits
 
     def session_tracks(self, session_id: str) -> list[TrackState]:
         """The tracks a session publishes, with their mute state."""

@@ -20,6 +20,7 @@ ones stay in force and the error is logged.
 from __future__ import annotations
 
 import logging
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,9 +38,17 @@ class RoomSettings:
     allow_bundle: bool = True
     # What policies may know about the room (docs/POLICY.md: resource.labels).
     labels: tuple[str, ...] = ()
+    # Files on the file channel: the largest accepted, and the media types allowed
+    # ("type/subtype" or "type/*"; empty allows any). Refused before any byte moves.
+    max_file_bytes: int = 100 * 1024 * 1024
+    file_types: tuple[str, ...] = ()
+    # The file channel's quota per sender, in kbit/s (protects audio and video).
+    file_kbps: int = 8_000
 
 
 _MAX_LABELS = 32
+_MAX_FILE_TYPES = 64
+_FILE_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/(\*|[a-z0-9][a-z0-9!#$&^_.+-]*)")
 
 
 def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
@@ -58,6 +67,22 @@ def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
             ):
                 raise RoomSettingsError(
                     f"{where}.labels must be a list of at most {_MAX_LABELS} short strings"
+                )
+            value = tuple(value)
+        elif key == "max_file_bytes":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+                raise RoomSettingsError(f"{where}.max_file_bytes must be a byte count")
+        elif key == "file_kbps":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10**7:
+                raise RoomSettingsError(f"{where}.file_kbps must be 1 to 10000000")
+        elif key == "file_types":
+            if (
+                not isinstance(value, list)
+                or len(value) > _MAX_FILE_TYPES
+                or not all(isinstance(v, str) and _FILE_TYPE.fullmatch(v) for v in value)
+            ):
+                raise RoomSettingsError(
+                    f"{where}.file_types must be a list of media types like image/png or image/*"
                 )
             value = tuple(value)
         elif not isinstance(value, bool):

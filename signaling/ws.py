@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from sfu.control import (
+    FileLimits,
     MediaError,
     MediaService,
     MidIntent,
@@ -49,6 +50,9 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_JOIN_TIMEOUT = 4408
 CLOSE_SESSION_ENDED = 4410
 CLOSE_TOO_SLOW = 4429
+# The grant each data-channel action needs before the policy is asked.
+DATA_GRANTS = {"publish:control": "publish:control", "send_file": "publish:file",
+               "receive_file": "subscribe"}  # fmt: skip
 # Messages waiting for a client that does not read; past this it is cut off.
 MAX_OUTBOX = 1000
 # What a published m-section carries; screen shares need their own grant.
@@ -392,15 +396,22 @@ class Connection:
             raise ProtocolError("forbidden", f"join {_denied(join_decision)}", CLOSE_FORBIDDEN)
         self.token = access
         grants = self.moderation.effective_grants(access) if self.moderation else access.grants
+        settings = self.rooms.for_room(access.room, access.tenant)
         policy = SessionPolicy(
             can_publish=any(g.startswith("publish:") for g in grants),
             can_subscribe="subscribe" in grants,
-            allow_bundle=self.rooms.for_room(access.room, access.tenant).allow_bundle,
+            allow_bundle=settings.allow_bundle,
+            data_channels=True,
         )
         session = self.media.open_session(
             access.room_key, access.identity, access.name, policy, self.on_event
         )
         self.session_id = session.session_id
+        self.media.set_file_limits(
+            access.room_key,
+            FileLimits(settings.max_file_bytes, settings.file_types, settings.file_kbps * 1000),
+        )
+        self.media.set_data_access(session.session_id, self._authorize_data, self._report_data)
         if self.moderation is not None:
             self.live = self.moderation.register(
                 session.session_id, "ws", access, self.end, self.send
@@ -506,6 +517,47 @@ class Connection:
             return None
         return self.policy.check(
             access, action, channel="ws", session_id=self.session_id, remote=self.remote
+        )
+
+    def _authorize_data(self, action: str, counterparties: list[str]) -> str | None:
+        """The media plane asks before a control message or a file moves: None, or why not.
+
+        Grants first (a moderator's change applies to the next message), then the
+        policy: once for a control message, per counterparty for a file (rules may
+        look at context.counterparty), denials audited; a file send's obligations
+        (audit_counterparty) are carried out when it is allowed."""
+        access, session_id = self.token, self.session_id
+        if access is None or session_id is None:
+            return "not joined"
+        grant = DATA_GRANTS.get(action)
+        if grant is None:
+            return f"unknown action {action}"
+        if grant not in self.grants():
+            return f"{action} needs grant {grant}"
+        if self.policy is None:
+            return None
+        if action == "publish:control":
+            decision = self.policy.decide(access, action, session_id=session_id)
+            return None if decision.allowed else f"{action} {_denied(decision)}"
+        allowing: Decision | None = None
+        for identity in counterparties or [""]:
+            decision = self.policy.check(
+                access, action, channel="ws", session_id=session_id, remote=self.remote,
+                counterparty=(identity, access.tenant) if identity else None,
+            )  # fmt: skip
+            if not decision.allowed:
+                return f"{action} {_denied(decision)}"
+            allowing = decision
+        if allowing is not None and action == "send_file":
+            self.policy.fulfil(access, action, allowing, counterparties)
+        return None
+
+    def _report_data(self, event: str, detail: dict[str, Any]) -> None:
+        """How a file transfer ended, for the audit (with its recipients)."""
+        if self.token is None:
+            return
+        self.audit.record(
+            event, self.token.identity, self.token.room, tenant=self.token.tenant, **detail
         )
 
     def _on_policy_change(self, action: str, decision: Decision) -> None:

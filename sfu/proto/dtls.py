@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 DTLS1_2_VERSION = 0xFEFD
 DTLS_MTU = 1200
+MAX_RECORD = 16384
+# One read of OpenSSL's outgoing memory BIO; it holds a flight or a record or two.
+_BIO_READ_SIZE = 65536
+_APPLICATION_DATA = 23
 _CIPHERS = (
     b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
 )
@@ -103,6 +107,20 @@ class DtlsCertificate:
         return ctx
 
 
+def _application_records(data: bytes) -> int:
+    """How many records a datagram holds if all are whole application data records
+    (content type 23, RFC 6347 section 4.1), else 0."""
+    count = 0
+    pos = 0
+    end = len(data)
+    while pos < end:
+        if data[pos] != _APPLICATION_DATA or pos + 13 > end:
+            return 0
+        pos += 13 + ((data[pos + 11] << 8) | data[pos + 12])
+        count += 1
+    return count if pos == end else 0
+
+
 def split_records(data: bytes) -> list[bytes]:
     """Pack DTLS records into datagrams of at most DTLS_MTU bytes, never splitting a record."""
     datagrams: list[bytes] = []
@@ -134,17 +152,46 @@ class DtlsServer:
         self._conn.set_accept_state()
         self._conn.set_ciphertext_mtu(DTLS_MTU)
         self._outgoing: list[bytes] = []
+        self._received: list[bytes] = []
+        self.keep_application_data = False
+
+    def application_data(self) -> list[bytes]:
+        """The application records received since the last call (SCTP packets)."""
+        out, self._received = self._received, []
+        return out
+
+    def send_application_data(self, data: bytes) -> bool:
+        """Encrypt one record for the peer (False when not connected)."""
+        if self.state != DtlsState.CONNECTED:
+            return False
+        try:
+            self._conn.send(data)
+        except SSL.Error as exc:
+            log.debug("dtls write error=%s", exc)
+            return False
+        self._collect()
+        return True
 
     def receive(self, data: bytes) -> None:
         """Feed one datagram of DTLS records."""
-        if self.state in (DtlsState.FAILED, DtlsState.CLOSED):
+        state = self.state
+        if state is DtlsState.CONNECTED:
+            self._conn.bio_write(data)
+            records = _application_records(data)
+            self._read_application_data(records)
+            if not records:
+                self._collect()
+            # Reading application data records of DTLS 1.2 makes OpenSSL write
+            # nothing (no renegotiation, no key update), so there is nothing to
+            # collect; were it ever otherwise, the next send or datagram collects it.
+            return
+        if state in (DtlsState.FAILED, DtlsState.CLOSED):
             return
         self._conn.bio_write(data)
-        if self.state in (DtlsState.NEW, DtlsState.CONNECTING):
-            self.state = DtlsState.CONNECTING
-            self._handshake()
-        else:
-            self._read_application_data()
+        self.state = DtlsState.CONNECTING
+        self._handshake()
+        if self.state is DtlsState.CONNECTED:
+            self._read_application_data(0)
         self._collect()
 
     def _handshake(self) -> None:
@@ -168,8 +215,12 @@ class DtlsServer:
             return
         profile_name = self._conn.get_selected_srtp_profile()
         profile = _PROFILES.get(profile_name)
-        if profile is None:
+        if profile is None and not self.keep_application_data:
             self._fail("no SRTP profile negotiated")
+            return
+        self.cipher = self._conn.get_cipher_name()
+        if profile is None:  # a data-channel transport needs no SRTP keys
+            self.state = DtlsState.CONNECTED
             return
         name, key_len, salt_len = profile
         material = self._conn.export_keying_material(
@@ -180,7 +231,6 @@ class DtlsServer:
         client_salt = material[2 * key_len : 2 * key_len + salt_len]
         server_salt = material[2 * key_len + salt_len :]
         self.keys = SrtpKeys(name, server_key + server_salt, client_key + client_salt)
-        self.cipher = self._conn.get_cipher_name()
         self.state = DtlsState.CONNECTED
 
     def _fingerprint_matches(self, der: bytes) -> bool:
@@ -196,11 +246,29 @@ class DtlsServer:
             if algo == strongest
         )
 
-    def _read_application_data(self) -> None:
-        # WebRTC sends no DTLS application data on media transports; drain and notice close.
+    def _read_application_data(self, records: int) -> None:
+        """Read what the records written so far hold. Media transports carry none;
+        data-channel transports carry one SCTP packet per record (RFC 8261), kept
+        only when asked for, else drained.
+
+        `records` > 0 says the datagram held exactly that many application data
+        records and nothing else: after that many reads OpenSSL has nothing left, so
+        the last read, which would only raise WantReadError, is skipped (a record
+        OpenSSL discards, say a replay, just ends the loop early). 0: read until
+        OpenSSL wants more."""
+        recv = self._conn.recv
+        keep = self.keep_application_data
+        received = self._received
         try:
-            while self._conn.recv(1500):
-                pass
+            if records:
+                for _ in range(records):
+                    record = recv(MAX_RECORD)
+                    if keep:
+                        received.append(record)
+            else:
+                while record := recv(MAX_RECORD):
+                    if keep:
+                        received.append(record)
         except SSL.WantReadError:
             pass
         except SSL.ZeroReturnError:
@@ -213,17 +281,32 @@ class DtlsServer:
         self.failure = reason
 
     def _collect(self) -> None:
-        pending = bytearray()
-        while True:
-            try:
-                chunk = self._conn.bio_read(65536)
-            except SSL.WantReadError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-        if pending:
-            self._outgoing.extend(split_records(bytes(pending)))
+        """Move what OpenSSL wrote to its memory BIO into datagrams to send.
+
+        A memory BIO hands out everything it holds in one read, so a read that
+        returns less than asked for leaves it empty: no second read (which would
+        raise WantReadError) is needed."""
+        try:
+            chunk = self._conn.bio_read(_BIO_READ_SIZE)
+        except SSL.WantReadError:
+            return
+        if len(chunk) == _BIO_READ_SIZE:
+            pending = bytearray(chunk)
+            while len(chunk) == _BIO_READ_SIZE:
+                try:
+                    chunk = self._conn.bio_read(_BIO_READ_SIZE)
+                except SSL.WantReadError:
+                    break
+                pending += chunk
+            chunk = bytes(pending)
+        if not chunk:
+            return
+        if len(chunk) <= DTLS_MTU:
+            # Whole records from OpenSSL that fit one datagram (what split_records
+            # would return, without its work): one SCTP packet, one record, one datagram.
+            self._outgoing.append(chunk)
+        else:
+            self._outgoing.extend(split_records(chunk))
 
     def datagrams_to_send(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []

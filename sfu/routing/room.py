@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sfu.routing.datachannel import DataRelay
 from sfu.routing.types import (
     ParticipantInfo,
     ParticipantJoined,
@@ -27,6 +28,7 @@ class Room:
         self.observer = observer  # sees every event of the room (audit)
         self.sessions: dict[str, Session] = {}
         self.producers: dict[str, Producer] = {}
+        self.data = DataRelay()  # control and file channels
 
     def members(self) -> list[Session]:
         """Sessions that others see as participants (WHEP viewers are not announced)."""

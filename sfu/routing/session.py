@@ -12,6 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from sfu.routing.consumer import Consumer
+from sfu.routing.datachannel import (
+    MAX_MESSAGE_SIZE,
+    Authorizer,
+    DataEndpoint,
+    Reporter,
+    deny_all,
+    report_nothing,
+)
 from sfu.routing.producer import Producer
 from sfu.routing.room import Room
 from sfu.routing.transport import Transport
@@ -62,6 +70,8 @@ class SessionPolicy:
     announce: bool = True
     follow_identity: str | None = None  # WHEP: whose tracks to follow (None: anyone)
     follow: bool = False
+    # Control and file channels (WebSocket participants; not WHIP/WHEP).
+    data_channels: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -121,14 +131,13 @@ def validate_offer(offer: SessionDescription) -> None:
         mids.add(mid)
         if section.port == 0 and not section.bundle_only:
             continue
-        if section.kind == "application":
-            continue
-        try:
-            section.codecs()
-            section.ssrcs()
-            section.extmaps()
-        except SdpError as exc:
-            raise MediaError("bad_sdp", f"{where}: {exc}") from exc
+        if section.kind != "application":
+            try:
+                section.codecs()
+                section.ssrcs()
+                section.extmaps()
+            except SdpError as exc:
+                raise MediaError("bad_sdp", f"{where}: {exc}") from exc
         if section.mid is None:
             raise MediaError("bad_sdp", f"{where} has no a=mid")
         setup = offer.media_attr(section, "setup")
@@ -151,6 +160,12 @@ def media_class(producer: Producer) -> str:
     if producer.kind == "audio":
         return "audio"
     return "screen" if producer.source == "screen" else "video"
+
+
+def _int_attr(value: str | None, default: int) -> int:
+    if value is None or not value.strip().isdigit():
+        return default
+    return int(value.strip())
 
 
 def _new_id() -> str:
@@ -191,6 +206,10 @@ class Session:
         # Callers that stopped what this session receives; never more than its policy.
         self.receiving_blocked_by: set[str] = set()
         self._may_subscribe = policy.can_subscribe
+        self.data: DataEndpoint | None = None
+        # Signaling's policy for data channels (with counterparties) and its audit.
+        self.data_authorize: Authorizer = deny_all
+        self.data_report: Reporter = report_nothing
 
     @property
     def announce(self) -> bool:
@@ -330,14 +349,16 @@ class Session:
         rejected = AnswerMedia(
             section.kind, mid, section.proto, 0, rejected_formats=section.formats
         )
+        if section.kind == "application" and section.port and refusal is None:
+            return self._answer_data(offer, section, mid, bundled, now, warnings, rejected)
         unusable = section.kind == "application" or "SAVP" not in section.proto
         if (section.port == 0 and not section.bundle_only) or unusable:
             if mid in self.producers:
                 gone_producers.append(self._drop_producer(mid))
             self._drop_consumer(mid)
             self.transport_of_mid.pop(mid, None)
-            if section.kind == "application" and section.port:
-                warnings.append(("unsupported", f"mid {mid}: data channels are not offered yet"))
+            if section.kind == "application" and refusal is not None:
+                warnings.append(("forbidden", refusal))
             return rejected
         transport = self._transport_for(offer, section, mid, bundled, now)
         answer = AnswerMedia(
@@ -384,6 +405,54 @@ class Session:
         else:
             self._drop_consumer(mid)
         return self._inactive(answer, section, rejected)
+
+    def _answer_data(
+        self,
+        offer: SessionDescription,
+        section: MediaSection,
+        mid: str,
+        bundled: set[str],
+        now: float,
+        warnings: list[tuple[str, str]],
+        rejected: AnswerMedia,
+    ) -> AnswerMedia:
+        """The data-channel m-section: one SCTP association on its own transport."""
+        if not self.policy.data_channels:
+            warnings.append(("unsupported", f"mid {mid}: no data channels on this endpoint"))
+            return rejected
+        if section.proto != "UDP/DTLS/SCTP" or section.formats != ["webrtc-datachannel"]:
+            warnings.append(("unsupported", f"mid {mid}: data channels need UDP/DTLS/SCTP"))
+            return rejected
+        if self.data is not None and self.data.closed:
+            self.data = None
+        if self.data is not None and self.transport_of_mid.get(mid) is not self.data.transport:
+            warnings.append(("unsupported", f"mid {mid}: one data-channel m-section per session"))
+            return rejected
+        transport = self._transport_for(offer, section, mid, bundled, now)
+        if self.data is None or self.data.transport is not transport:
+            if transport.producers_by_mid or transport.consumers_by_ssrc:
+                why = f"mid {mid}: data channels need their own transport"
+                warnings.append(("unsupported", why))
+                return rejected
+            remote_port = _int_attr(section.attr("sctp-port"), 5000)
+            # RFC 8841 section 6: no a=max-message-size means 64 KiB; 0 means no limit.
+            remote_max = _int_attr(section.attr("max-message-size"), 65536) or 2**30
+            self.data = DataEndpoint(self, transport, remote_port, remote_max)
+            transport.attach_data(self.data)
+            self.room.data.attach(self.data)
+        return AnswerMedia(
+            section.kind,
+            mid,
+            section.proto,
+            self.address.port,
+            ice_ufrag=transport.ice.ufrag,
+            ice_pwd=transport.ice.pwd,
+            fingerprint=f"sha-256 {self.worker.certificate.fingerprint_sha256}",
+            address=self.address.ip,
+            candidates=[self.address.candidate()],
+            sctp_port=5000,
+            max_message_size=MAX_MESSAGE_SIZE,
+        )
 
     @staticmethod
     def _inactive(answer: AnswerMedia, section: MediaSection, rejected: AnswerMedia) -> AnswerMedia:

@@ -29,6 +29,7 @@ from sfu.wire.rtp import RtpError, get_header_extension, parse_rtp_header
 
 if TYPE_CHECKING:
     from sfu.routing.consumer import Consumer
+    from sfu.routing.datachannel import DataEndpoint
     from sfu.routing.fanout import Leg
     from sfu.routing.producer import Producer
     from sfu.routing.worker import Worker
@@ -70,6 +71,17 @@ class Transport:
         self.closed = False
         self.close_reason = ""
         self.stats_dropped = 0
+        self.data: DataEndpoint | None = None  # a data-channel transport's SCTP side
+
+    def attach_data(self, endpoint: DataEndpoint) -> None:
+        """Carry data channels: DTLS application records are SCTP packets (RFC 8261)."""
+        self.data = endpoint
+        self.dtls.keep_application_data = True
+        self.worker.data_transports.add(self)
+
+    def send_sctp(self, packet: bytes) -> None:
+        if self.addr is not None and self.dtls.send_application_data(packet):
+            self._flush_dtls()
 
     @property
     def ready(self) -> bool:
@@ -106,20 +118,23 @@ class Transport:
         self.dtls.receive(data)
         self._flush_dtls()
         if self.dtls.state == DtlsState.CONNECTED and before != DtlsState.CONNECTED:
-            assert self.dtls.keys is not None
-            self.start_srtp(self.dtls.keys)
+            if self.dtls.keys is not None:  # a data-only transport may negotiate no SRTP
+                self.start_srtp(self.dtls.keys)
             self.update_routes()
             self.worker.count("dtls_ok")
             self.worker.handshake_done(self)
             log.info(
                 "transport connected owner=%s profile=%s cipher=%s",
                 self.owner_id,
-                self.dtls.keys.profile,
+                self.dtls.keys.profile if self.dtls.keys else "none",
                 self.dtls.cipher,
             )
             for consumer in self.consumers_by_ssrc.values():
                 consumer.on_transport_ready(now)
-        elif self.dtls.state == DtlsState.FAILED:
+        if self.data is not None and self.dtls.state == DtlsState.CONNECTED:
+            for packet in self.dtls.application_data():
+                self.data.on_packet(packet, now)
+        if self.dtls.state == DtlsState.FAILED:
             self.worker.count("dtls_failed")
             self.worker.handshake_done(self)
             self.worker.close_transport(self, self.dtls.failure or "DTLS failed")
@@ -294,6 +309,9 @@ class Transport:
             return
         self.closed = True
         self.close_reason = reason
+        self.worker.data_transports.discard(self)
+        if self.data is not None:
+            self.data.close()
         if self.addr is not None:
             self.dtls.close()
             self._flush_dtls()

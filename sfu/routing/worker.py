@@ -44,6 +44,7 @@ class Worker:
         self.by_ufrag: dict[str, Transport] = {}
         self.by_addr: dict[Address, Transport] = {}
         self.handshaking: set[Transport] = set()
+        self.data_transports: set[Transport] = set()  # those carrying SCTP
         self.counters: Counter[str] = Counter()
         # Per-packet fan-out: pure Python here; the I/O layer may swap in the native one
         # before any transport exists.
@@ -200,11 +201,18 @@ class Worker:
     # -- timers -----------------------------------------------------------
 
     def on_dtls_timer(self, now: float) -> None:
-        """Called often (every ~50 ms): DTLS handshake retransmissions."""
+        """Called often (every ~50 ms): DTLS handshake retransmissions, SCTP timers."""
         for transport in list(self.handshaking):
             timeout = transport.dtls.get_timeout()
             if timeout is not None and timeout <= 0:
                 transport.on_dtls_timer()
+        rooms = set()
+        for transport in list(self.data_transports):
+            if transport.data is not None:
+                transport.data.on_timer(now)
+                rooms.add(transport.data.relay)
+        for relay in rooms:
+            relay.on_timer(now)
 
     def on_report_timer(self, now: float) -> None:
         """Called every second: RTCP reports and liveness of every transport."""

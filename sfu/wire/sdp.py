@@ -234,6 +234,9 @@ class AnswerMedia:
     cname: str = ""
     msid: tuple[str, str] | None = None
     rejected_formats: list[str] = field(default_factory=list)
+    # Data channels (RFC 8841): the SCTP port and the largest message we accept.
+    sctp_port: int | None = None
+    max_message_size: int | None = None
 
 
 def build_answer(
@@ -256,6 +259,22 @@ def build_answer(
             formats = " ".join(section.rejected_formats or ["0"])
             out += [f"m={section.kind} 0 {section.proto} {formats}", f"c=IN {ip_version} 0.0.0.0"]
             out += [f"a=mid:{section.mid}", "a=inactive"]
+            continue
+        if section.sctp_port is not None:
+            out += [
+                f"m={section.kind} {section.port} {section.proto} webrtc-datachannel",
+                f"c=IN {ip_version} {section.address}",
+                f"a=mid:{section.mid}",
+                f"a=ice-ufrag:{section.ice_ufrag}",
+                f"a=ice-pwd:{section.ice_pwd}",
+                f"a=fingerprint:{section.fingerprint}",
+                "a=setup:passive",
+                f"a=sctp-port:{section.sctp_port}",
+            ]
+            if section.max_message_size is not None:
+                out.append(f"a=max-message-size:{section.max_message_size}")
+            out += [f"a=candidate:{c}" for c in section.candidates]
+            out.append("a=end-of-candidates")
             continue
         formats = " ".join(str(c.payload_type) for c in section.codecs)
         out += [

@@ -109,16 +109,23 @@ class PolicyEngine:
             labels = self.rooms.for_room(room, tenant).labels
         return Resource(tenant, room, frozenset(labels))
 
-    def context(self, session_id: str | None, now: float) -> Context:
+    def context(
+        self, session_id: str | None, now: float, counterparty: tuple[str, str] | None = None
+    ) -> Context:
+        """The context of a decision; ``counterparty`` is (identity, tenant) of whoever
+        a transfer goes to or comes from."""
+        who, tenant = counterparty if counterparty is not None else (None, None)
         watched = self.watched.get(session_id) if session_id is not None else None
         if watched is None:
-            return Context(now)
+            return Context(now, counterparty_identity=who, counterparty_tenant=tenant)
         since = now - watched.camera_since
         return Context(
             now,
             camera_on=watched.camera_on,
             camera_on_for=since if watched.camera_on else None,
             camera_off_for=None if watched.camera_on else since,
+            counterparty_identity=who,
+            counterparty_tenant=tenant,
         )
 
     def decide(
@@ -128,6 +135,7 @@ class PolicyEngine:
         *,
         session_id: str | None = None,
         now: float | None = None,
+        counterparty: tuple[str, str] | None = None,
     ) -> Decision:
         """Decide without auditing (dry runs, rechecks)."""
         when = self.clock() if now is None else now
@@ -138,7 +146,7 @@ class PolicyEngine:
             subject,
             action,
             self.resource(access.tenant, access.room),
-            self.context(session_id, when),
+            self.context(session_id, when, counterparty),
         )
 
     def check(
@@ -149,9 +157,10 @@ class PolicyEngine:
         channel: str,
         session_id: str | None = None,
         remote: str = "",
+        counterparty: tuple[str, str] | None = None,
     ) -> Decision:
         """Decide ``action``; a denial is audited as ``policy_deny``."""
-        decision = self.decide(access, action, session_id=session_id)
+        decision = self.decide(access, action, session_id=session_id, counterparty=counterparty)
         if not decision.allowed:
             self.audit_denial(access, action, decision, channel=channel, remote=remote)
         return decision

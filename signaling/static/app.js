@@ -10,6 +10,8 @@
 // so a ping sent right after the offer tells the two apart: if its pong arrives
 // and no answer came first, the offer was refused.
 
+import { DataChannels } from "./channels.js";
+
 const PROTOCOL_VERSION = 1;
 const ANSWER_TIMEOUT_MS = 15000;
 const PING_INTERVAL_MS = 20000;
@@ -35,6 +37,10 @@ const ui = {
   mic: $("mic"),
   cam: $("cam"),
   leave: $("leave"),
+  chatLog: $("chat-log"),
+  chatForm: $("chat-form"),
+  chatInput: $("chat-input"),
+  fileInput: $("file-input"),
 };
 
 function setStatus(text, kind = "info") {
@@ -226,11 +232,20 @@ class Meeting {
     ui.leave.disabled = false;
 
     this.pc = this.createPeerConnection();
+    // Chat and files: their own channels on their own transport (docs/DATA_CHANNELS.md).
+    this.channels = new DataChannels(this.pc, { log: ui.chatLog }, (id) => this.participants.get(id)?.name);
+    this.channels.opened.then(() => {
+      ui.chatInput.disabled = false;
+      ui.fileInput.disabled = false;
+    });
     for (const participant of msg.participants ?? []) {
       this.addParticipant(participant);
       for (const track of participant.tracks ?? []) this.addSubscription(track);
     }
-    if (msg.can_publish) {
+    // Camera and microphone only when the token may publish them (a chat-only
+    // participant never opens its devices).
+    const grants = new Set(msg.grants ?? []);
+    if (msg.can_publish && (grants.has("publish:audio") || grants.has("publish:video"))) {
       try {
         await this.startPublishing(msg.name || msg.identity);
       } catch (err) {
@@ -401,7 +416,7 @@ class Meeting {
       this.trackIdByTransceiver.set(sub.transceiver, trackId);
       if (sub.track.kind === "video") preferLeanVideoCodecs(sub.transceiver);
     }
-    if (pc.getTransceivers().length === 0) return;
+    if (pc.getTransceivers().length === 0 && !this.channels) return;
 
     await pc.setLocalDescription(await pc.createOffer());
     const mids = {};
@@ -526,6 +541,8 @@ class Meeting {
     ui.mic.disabled = true;
     ui.cam.disabled = true;
     ui.leave.disabled = true;
+    ui.chatInput.disabled = true;
+    ui.fileInput.disabled = true;
   }
 
   toggle(kind, button, onText, offText) {
@@ -672,11 +689,37 @@ window.sfu = {
   mediaStats: async () => (meeting ? meeting.mediaStats() : {}),
   transportStats: async () => (meeting ? meeting.transportStats() : []),
   leave: () => meeting?.leave(),
+  chatReady: () => Boolean(meeting?.channels?.ready),
+  sendChat: (body, to) => meeting?.channels?.sendChat(body, to) ?? false,
+  chat: () => [...(meeting?.channels?.chat ?? [])],
+  /** The wall clock in ms with sub-ms resolution, comparable between pages. */
+  now: () => performance.timeOrigin + performance.now(),
+  filesReceived: () => (meeting?.channels?.files() ?? []).reduce((sum, f) => sum + f.received, 0),
+  dataErrors: () => [...(meeting?.channels?.errors ?? [])],
+  files: () => meeting?.channels?.files() ?? [],
+  /** Send `size` random bytes as a file; resolves when every recipient verified it. */
+  sendRandomFile: async (name, size, type = "application/octet-stream", to = undefined) => {
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, Math.min(i + 65536, size)));
+    const entry = await meeting.channels.sendFile(new File([bytes], name, { type }), to);
+    const done = await entry.done;
+    return { verifiedBy: done.verifiedBy, transfer: done.transfer };
+  },
 };
 
 ui.mic.addEventListener("click", () => meeting?.toggle("audio", ui.mic, "Mute mic", "Unmute mic"));
 ui.cam.addEventListener("click", () => meeting?.toggle("video", ui.cam, "Camera off", "Camera on"));
 ui.leave.addEventListener("click", () => meeting?.leave());
+ui.chatForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (meeting?.channels?.sendChat(ui.chatInput.value.trim())) ui.chatInput.value = "";
+});
+ui.fileInput.addEventListener("change", () => {
+  for (const file of ui.fileInput.files ?? []) {
+    meeting?.channels?.sendFile(file).then((entry) => entry.done).catch((err) => setStatus(`file not sent: ${err.message}`, "error"));
+  }
+  ui.fileInput.value = "";
+});
 window.addEventListener("pagehide", () => meeting?.leave());
 
 ui.form.addEventListener("submit", (event) => {

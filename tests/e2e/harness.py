@@ -289,10 +289,16 @@ class Participant:
 
 
 async def open_participant(
-    browser: Browser, server: SfuServer, room: str, identity: str, role: str = "participant"
+    browser: Browser,
+    server: SfuServer,
+    room: str,
+    identity: str,
+    role: str = "participant",
+    grants: list[str] | None = None,
 ) -> Participant:
-    """Open the meeting page with a fresh token and wait until it has joined."""
-    token = await asyncio.to_thread(server.token, room, identity, role)
+    """Open the meeting page with a fresh token (a role, or exactly ``grants``) and
+    wait until it has joined."""
+    token = await asyncio.to_thread(server.token, room, identity, role, grants=grants)
     context = await browser.new_context(
         permissions=["camera", "microphone"], viewport={"width": 800, "height": 600}
     )
@@ -321,7 +327,11 @@ async def open_participant(
 
 @asynccontextmanager
 async def meeting(
-    browser: Browser, server: SfuServer, room: str, identities: list[str]
+    browser: Browser,
+    server: SfuServer,
+    room: str,
+    identities: list[str],
+    grants: list[str] | None = None,
 ) -> AsyncIterator[list[Participant]]:
     """Pages for `identities` joined to `room`, in order; all closed on exit.
 
@@ -331,7 +341,9 @@ async def meeting(
     participants: list[Participant] = []
     try:
         for identity in identities:
-            participants.append(await open_participant(browser, server, room, identity))
+            participants.append(
+                await open_participant(browser, server, room, identity, grants=grants)
+            )
         yield participants
     except BaseException:
         for participant in participants:

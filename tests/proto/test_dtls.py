@@ -15,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from OpenSSL import SSL
 
-from sfu.proto.dtls import DTLS_MTU, DtlsCertificate, DtlsServer, DtlsState, split_records
+from sfu.proto.dtls import (
+    DTLS_MTU,
+    DtlsCertificate,
+    DtlsServer,
+    DtlsState,
+    _application_records,
+    split_records,
+)
 from tests.fuzzing import examples
 
 BOTH_PROFILES = b"SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
@@ -465,3 +472,102 @@ def test_split_records_preserves_bytes_and_order_within_the_mtu(lengths: list[in
     for current, following in zip(datagrams, datagrams[1:], strict=False):
         first_len = record_boundaries(following)[0] + 13
         assert len(current) + first_len > DTLS_MTU
+
+
+# Application data (data channels, RFC 8261) ------------------------------------------
+
+
+def data_exchange(certificate: DtlsCertificate, identity: Identity) -> Exchange:
+    """A data-channel transport: no SRTP profile, application data kept."""
+    server = DtlsServer(certificate.create_context(), [("sha-256", identity.fingerprint())])
+    server.keep_application_data = True
+    exchange = Exchange(server, make_client(identity, None)).run()
+    assert exchange.server.state is DtlsState.CONNECTED
+    return exchange
+
+
+def client_records(client: SSL.Connection, *payloads: bytes) -> bytes:
+    for payload in payloads:
+        client.send(payload)
+    return drain(client)
+
+
+def test_every_application_record_of_a_datagram_is_received_in_order(
+    server_certificate: DtlsCertificate, client_identity: Identity
+) -> None:
+    exchange = data_exchange(server_certificate, client_identity)
+    datagram = client_records(exchange.client, b"one", b"two" * 300, b"three")
+    assert _application_records(datagram) == 3
+    exchange.server.receive(datagram)
+    assert exchange.server.application_data() == [b"one", b"two" * 300, b"three"]
+    assert exchange.server.datagrams_to_send() == []
+
+
+def test_application_data_is_drained_when_not_kept(
+    server_certificate: DtlsCertificate, client_identity: Identity
+) -> None:
+    exchange = data_exchange(server_certificate, client_identity)
+    exchange.server.keep_application_data = False
+    exchange.server.receive(client_records(exchange.client, b"media transports carry none"))
+    assert exchange.server.application_data() == []
+    exchange.server.keep_application_data = True
+    exchange.server.receive(client_records(exchange.client, b"next"))
+    assert exchange.server.application_data() == [b"next"]
+
+
+def test_replayed_application_record_is_dropped_and_the_next_one_read(
+    server_certificate: DtlsCertificate, client_identity: Identity
+) -> None:
+    exchange = data_exchange(server_certificate, client_identity)
+    first = client_records(exchange.client, b"first")
+    exchange.server.receive(first)
+    second = client_records(exchange.client, b"second")
+    exchange.server.receive(first + second)  # the replay is discarded by OpenSSL
+    assert exchange.server.application_data() == [b"first", b"second"]
+    assert exchange.server.state is DtlsState.CONNECTED
+
+
+def test_application_record_then_close_notify_in_one_datagram(
+    server_certificate: DtlsCertificate, client_identity: Identity
+) -> None:
+    exchange = data_exchange(server_certificate, client_identity)
+    exchange.client.send(b"last words")
+    try:
+        exchange.client.shutdown()
+    except SSL.Error:
+        pass
+    datagram = drain(exchange.client)
+    assert _application_records(datagram) == 0  # an alert record: the careful path
+    exchange.server.receive(datagram)
+    assert exchange.server.application_data() == [b"last words"]
+    assert exchange.server.state is DtlsState.CLOSED
+
+
+@pytest.mark.parametrize("size", [1, 1188, 5000])
+def test_sent_application_data_reaches_the_client_in_datagrams_within_the_mtu(
+    server_certificate: DtlsCertificate, client_identity: Identity, size: int
+) -> None:
+    exchange = data_exchange(server_certificate, client_identity)
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    assert exchange.server.send_application_data(payload)
+    datagrams = exchange.server.datagrams_to_send()
+    assert datagrams
+    assert all(len(d) <= DTLS_MTU for d in datagrams) or len(datagrams) == 1
+    for datagram in datagrams:
+        exchange.client.bio_write(datagram)
+    assert exchange.client.recv(16384) == payload
+
+
+def test_application_records_counts_only_whole_application_data_records() -> None:
+    def record(content_type: int, body: bytes) -> bytes:
+        return (
+            bytes([content_type]) + b"\xfe\xfd" + b"\x00" * 8 + struct.pack("!H", len(body)) + body
+        )
+
+    assert _application_records(record(23, b"a")) == 1
+    assert _application_records(record(23, b"a") + record(23, b"bc" * 100)) == 2
+    assert _application_records(record(23, b"a") + record(21, b"\x01\x00")) == 0
+    assert _application_records(record(22, b"hello")) == 0
+    assert _application_records(record(23, b"abc")[:-1]) == 0  # truncated body
+    assert _application_records(record(23, b"abc") + b"\x17\xfe") == 0  # truncated header
+    assert _application_records(b"") == 0

@@ -217,19 +217,58 @@ def test_chromium_offer_with_prefer_bundle_shares_one_transport(harness: Harness
     assert len(harness.worker.by_ufrag) == 1
 
 
-def test_data_channel_section_is_rejected_with_an_unsupported_warning(harness: Harness) -> None:
-    alice = harness.session("alice")
-    offer = CHROMIUM + (
-        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
-        "a=ice-ufrag:VCbB\r\na=ice-pwd:zhKDTRMzn00cWE+q0Kq8hfQI\r\n"
-        "a=setup:actpass\r\na=mid:3\r\na=sctp-port:5000\r\n"
-    )
-    result = alice.negotiate(offer, {}, 0.0)
+DATA_SECTION = (
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+    "a=ice-ufrag:VCbB\r\na=ice-pwd:zhKDTRMzn00cWE+q0Kq8hfQI\r\n"
+    "a=fingerprint:sha-256 "
+    + ":".join(["AB"] * 32)
+    + "\r\na=setup:actpass\r\na=mid:3\r\na=sctp-port:5000\r\na=max-message-size:262144\r\n"
+)
+
+
+def test_data_channel_section_is_rejected_where_data_channels_are_off(harness: Harness) -> None:
+    alice = harness.session("alice")  # WHIP/WHEP sessions: no data channels
+    result = alice.negotiate(CHROMIUM + DATA_SECTION, {}, 0.0)
     section = answer_sections(result.sdp)["3"]
     assert section.port == 0
     assert section.formats == ["webrtc-datachannel"]
     assert [code for code, _ in result.warnings] == ["unsupported"]
     assert len(alice.transports) == 3
+    assert alice.data is None
+
+
+def test_data_channels_get_an_sctp_answer_on_a_transport_of_their_own(harness: Harness) -> None:
+    policy = SessionPolicy(can_publish=True, can_subscribe=True, data_channels=True)
+    alice = harness.session("alice", policy)
+    result = alice.negotiate(CHROMIUM + DATA_SECTION, {}, 0.0)
+    assert result.warnings == []
+    assert "m=application 9 UDP/DTLS/SCTP webrtc-datachannel" not in result.sdp
+    lines = result.sdp.split("\r\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("m=application"))
+    assert lines[start].endswith(" UDP/DTLS/SCTP webrtc-datachannel")
+    assert "a=sctp-port:5000" in lines[start:] and "a=setup:passive" in lines[start:]
+    assert any(line.startswith("a=max-message-size:") for line in lines[start:])
+    assert not any(line.startswith("a=rtcp-mux") for line in lines[start:])
+    assert len(alice.transports) == 4  # audio, video, screen, data: never shared
+    assert alice.data is not None and alice.transport_of_mid["3"] is alice.data.transport
+    assert alice.data.association.peer_max_message_size == 262144
+    # Renegotiation keeps the same association.
+    endpoint = alice.data
+    alice.negotiate(CHROMIUM + DATA_SECTION, {}, 1.0)
+    assert alice.data is endpoint and len(alice.transports) == 4
+    # Stopping the section (port 0) closes its transport and the association.
+    stopped = DATA_SECTION.replace("m=application 9 ", "m=application 0 ")
+    alice.negotiate(CHROMIUM + stopped, {}, 2.0)
+    assert endpoint.closed and len(alice.transports) == 3
+
+
+def test_a_second_data_section_is_refused(harness: Harness) -> None:
+    policy = SessionPolicy(can_publish=True, can_subscribe=True, data_channels=True)
+    alice = harness.session("alice", policy)
+    second = DATA_SECTION.replace("a=mid:3", "a=mid:4")
+    result = alice.negotiate(CHROMIUM + DATA_SECTION + second, {}, 0.0)
+    assert answer_sections(result.sdp)["4"].port == 0
+    assert [code for code, _ in result.warnings] == ["unsupported"]
 
 
 # -- policy -----------------------------------------------------------------------------

@@ -1,0 +1,242 @@
+"""Control and file channels through a real server, with aiortc peers as clients."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
+
+from tests.e2e.harness import SfuServer
+from tests.e2e.test_ws_protocol import Ws, connect, join, recv
+from tests.peers import client_ssl, use_loopback_only, wait_for
+
+CHUNK = 16 * 1024
+
+
+@pytest.fixture
+async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
+    use_loopback_only()
+    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+@dataclass
+class Member:
+    """A participant with only data channels: its socket, peer connection and inboxes."""
+
+    identity: str
+    ws: Ws
+    pc: RTCPeerConnection
+    control: RTCDataChannel
+    file: RTCDataChannel
+    control_in: list[dict[str, Any]] = field(default_factory=list)
+    file_in: list[dict[str, Any]] = field(default_factory=list)
+    chunks: dict[int, bytearray] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.ws.close()
+
+    def said(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.control_in + self.file_in if m["type"] == kind]
+
+
+async def member(
+    http: aiohttp.ClientSession, server: SfuServer, room: str, identity: str, **token: Any
+) -> Member:
+    ws = await connect(http, server)
+    joined = await join(ws, server.token(room, identity, **token))
+    assert joined["type"] == "joined", joined
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    control = pc.createDataChannel("control")
+    file = pc.createDataChannel("file")
+    m = Member(identity, ws, pc, control, file)
+
+    @control.on("message")
+    def on_control(message: str | bytes) -> None:
+        assert isinstance(message, str)
+        m.control_in.append({**json.loads(message), "_at": time.monotonic()})
+
+    @file.on("message")
+    def on_file(message: str | bytes) -> None:
+        if isinstance(message, str):
+            m.file_in.append(json.loads(message))
+        else:
+            number = int.from_bytes(message[:4], "big")
+            m.chunks.setdefault(number, bytearray()).extend(message[4:])
+
+    await pc.setLocalDescription(await pc.createOffer())
+    await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
+    while True:
+        reply = await recv(ws, timeout=10)
+        if reply["type"] == "answer":
+            break
+        assert reply["type"] != "error", reply
+    from aiortc import RTCSessionDescription
+
+    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
+    opened = await wait_for(lambda: control.readyState == file.readyState == "open", 15)
+    assert opened, (control.readyState, file.readyState)
+    return m
+
+
+async def settle(predicate: Any, timeout_s: float = 10) -> None:
+    assert await wait_for(predicate, timeout_s, 0.02)
+
+
+async def test_chat_reaches_the_room_stamped_with_its_sender(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    alice = await member(http, sfu_server, "dc-chat", "alice")
+    bob = await member(http, sfu_server, "dc-chat", "bob")
+    carol = await member(http, sfu_server, "dc-chat", "carol")
+    try:
+        # A client cannot speak for somebody else: "from" is the server's.
+        alice.control.send(json.dumps({"type": "chat", "body": "hello", "id": "m1",
+                                       "from": "mallory"}))  # fmt: skip
+        await settle(lambda: bob.said("chat") and carol.said("chat") and alice.said("sent"))
+        chat = bob.said("chat")[0]
+        assert (chat["from"], chat["body"], chat["id"]) == ("alice", "hello", "m1")
+        assert carol.said("chat")[0]["seq"] == chat["seq"]
+        assert alice.said("chat") == []  # not echoed to its sender
+        # A direct message reaches only its addressee.
+        bob.control.send(json.dumps({"type": "chat", "body": "psst", "to": "carol"}))
+        bob.control.send(json.dumps({"type": "hand", "raised": True}))
+        await settle(lambda: len(carol.said("chat")) == 2 and alice.said("hand"))
+        assert carol.said("chat")[1]["to"] == "carol"
+        assert [c["body"] for c in alice.said("chat")] == []
+        # Bad input: a clear error, and the channel keeps working.
+        for bad, code in [("{oops", "bad_json"), ('{"type": "teleport"}', "unknown_type"),
+                          ('{"type": "chat", "body": ""}', "bad_message")]:  # fmt: skip
+            alice.control.send(bad)
+            await settle(lambda code=code: any(e["code"] == code for e in alice.said("error")))
+        alice.control.send(json.dumps({"type": "reaction", "emoji": "+1"}))
+        await settle(lambda: bob.said("reaction"))
+    finally:
+        for m in (alice, bob, carol):
+            await m.close()
+
+
+async def test_chat_needs_publish_control(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    quiet = await member(http, sfu_server, "dc-grant", "quiet", grants=["subscribe"])
+    loud = await member(http, sfu_server, "dc-grant", "loud")
+    try:
+        quiet.control.send(json.dumps({"type": "chat", "body": "hi"}))
+        await settle(lambda: quiet.said("error"))
+        error = quiet.said("error")[0]
+        assert error["code"] == "forbidden" and "publish:control" in error["message"]
+        loud.control.send(json.dumps({"type": "chat", "body": "hi"}))
+        await settle(lambda: quiet.said("chat"))  # it still receives
+        await asyncio.sleep(0.2)
+        assert loud.said("chat") == []
+    finally:
+        await quiet.close()
+        await loud.close()
+
+
+def offer_of(data: bytes, file_id: str, **extra: Any) -> str:
+    return json.dumps({"type": "file_offer", "id": file_id, "name": "report.pdf",
+                       "size": len(data), "mime": "application/pdf",
+                       "sha256": hashlib.sha256(data).hexdigest(), **extra})  # fmt: skip
+
+
+async def send_file(sender: Member, data: bytes, file_id: str) -> int:
+    sender.file.send(offer_of(data, file_id))
+    await settle(lambda: any(m.get("id") == file_id for m in sender.file_in))
+    accepted = next(m for m in sender.file_in if m.get("id") == file_id)
+    assert accepted["type"] == "file_accepted", accepted
+    number = int(accepted["transfer"])
+    for offset in range(0, len(data), CHUNK):
+        sender.file.send(number.to_bytes(4, "big") + data[offset : offset + CHUNK])
+        # Like a browser watching bufferedAmount: don't queue the whole file at once.
+        while sender.file.bufferedAmount > 1024 * 1024:
+            await asyncio.sleep(0.01)
+    return number
+
+
+async def test_file_is_relayed_verified_and_audited(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from signaling.audit import AuditPaths, export
+
+    alice = await member(http, sfu_server, "dc-file", "alice")
+    bob = await member(http, sfu_server, "dc-file", "bob")
+    viewer = await member(http, sfu_server, "dc-file", "viewer", grants=["publish:control"])
+    try:
+        data = os.urandom(3 * 1024 * 1024 + 123)
+        started = time.monotonic()
+        number = await send_file(alice, data, "f1")
+        await settle(lambda: len(bob.chunks.get(number, b"")) == len(data), 60)
+        elapsed = time.monotonic() - started
+        offer = bob.said("file_offer")[0]
+        assert (offer["from"], offer["size"], offer["transfer"]) == ("alice", len(data), number)
+        assert hashlib.sha256(bytes(bob.chunks[number])).hexdigest() == offer["sha256"]
+        await settle(lambda: bob.said("file_complete"))
+        # Without the subscribe grant nobody receives files.
+        assert viewer.said("file_offer") == [] and not viewer.chunks
+        bob.file.send(json.dumps({"type": "file_received", "transfer": number, "ok": True}))
+        await settle(lambda: alice.said("file_received"))
+        assert alice.said("file_received")[0]["from"] == "bob"
+        paths = AuditPaths.in_data_dir(sfu_server.data_dir)
+        records: list[dict[str, Any]] = []
+        for _ in range(50):
+            records = [r for r in export(paths) if r["event"] == "file_transfer"
+                       and r["room"] == "dc-file"]  # fmt: skip
+            if records:
+                break
+            await asyncio.sleep(0.2)
+        assert records, "no file_transfer audit record"
+        detail = records[0]["detail"]
+        assert (records[0]["actor"], detail["result"], detail["size"]) == (
+            "alice", "complete", len(data))  # fmt: skip
+        assert detail["recipients"] == {"bob": "verified"}
+        assert elapsed < 60, f"{len(data)} bytes took {elapsed:.1f} s"
+    finally:
+        for m in (alice, bob, viewer):
+            await m.close()
+
+
+async def test_refused_files_move_no_byte(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    rooms = sfu_server.data_dir / "rooms.toml"
+    rooms.write_text('[rooms."dc-limits"]\nmax_file_bytes = 1000\nfile_types = ["image/*"]\n')
+    try:
+        sender = await member(http, sfu_server, "dc-limits", "sender")
+        other = await member(http, sfu_server, "dc-limits", "other")
+        nofile = await member(http, sfu_server, "dc-limits", "nofile",
+                              grants=["publish:control", "subscribe"])  # fmt: skip
+        try:
+            big = json.dumps({"type": "file_offer", "id": "big", "name": "a.png", "size": 5000,
+                              "mime": "image/png", "sha256": "0" * 64})  # fmt: skip
+            sender.file.send(big)
+            sender.file.send(offer_of(b"x" * 10, "pdf"))
+            nofile.file.send(offer_of(b"x" * 10, "nogrant"))
+            await settle(lambda: len(sender.said("error")) == 2 and nofile.said("error"))
+            codes = {e["id"]: e["code"] for e in sender.said("error")}
+            assert codes == {"big": "file_too_large", "pdf": "file_type_refused"}
+            assert nofile.said("error")[0]["code"] == "forbidden"
+            assert "publish:file" in nofile.said("error")[0]["message"]
+            # A chunk for a transfer that was never accepted is refused too.
+            sender.file.send((7).to_bytes(4, "big") + b"data")
+            await settle(lambda: len(sender.said("error")) == 3)
+            assert sender.said("error")[2]["code"] == "not_found"
+            await asyncio.sleep(0.2)
+            assert other.said("file_offer") == [] and not other.chunks
+        finally:
+            for m in (sender, other, nofile):
+                await m.close()
+    finally:
+        rooms.unlink()
