@@ -173,7 +173,12 @@ class DataEndpoint:
                 self._on_event(event, now)
             except Exception:  # one bad message must not take the association down
                 log.exception("data channel event failed session=%s", self.session.session_id)
-        self.flush(now)
+        self.mark()
+
+    def mark(self) -> None:
+        """Queue this endpoint for the worker's next flush (after the receive batch)."""
+        if not self.closed:
+            self.transport.worker.data_dirty.add(self)
 
     def _on_event(self, event: sctp.SctpEvent, now: float) -> None:
         if isinstance(event, sctp.ChannelOpened):
@@ -253,6 +258,7 @@ class DataEndpoint:
         except sctp.SctpError as exc:
             log.debug("data channel send failed session=%s: %s", self.session.session_id, exc)
             return False
+        self.mark()
         return True
 
     def send_error(self, stream_id: int | None, code: str, message: str, **extra: Any) -> None:
@@ -262,6 +268,8 @@ class DataEndpoint:
         return 0 if self.file is None else self.association.buffered_amount(self.file)
 
     def flush(self, now: float) -> None:
+        if self.closed:
+            return
         for packet in self.association.packets_to_send(now):
             self.transport.send_sctp(packet)
 
@@ -340,7 +348,6 @@ class DataRelay:
             out["to"] = to
         for endpoint in targets:
             endpoint.send_json(endpoint.control, out)
-            endpoint.flush(now)
         if isinstance(message, Chat) and message.ref is not None:
             source.send_json(source.control, {"type": "sent", "id": message.ref, "seq": self._seq})
 
@@ -348,7 +355,6 @@ class DataRelay:
         """A message from the server (moderators' notices) to everyone's control channel."""
         for endpoint in list(self.endpoints.values()):
             endpoint.send_json(endpoint.control, {"type": "notice", "text": text})
-            endpoint.flush(now)
 
     # -- file channel ---------------------------------------------------------
 
@@ -426,7 +432,6 @@ class DataRelay:
         }  # fmt: skip
         for endpoint in recipients.values():
             endpoint.send_json(endpoint.file, announce)
-            endpoint.flush(now)
         source.send_json(
             source.file,
             {"type": "file_accepted", "id": offer.file_id, "transfer": number,
@@ -457,7 +462,6 @@ class DataRelay:
         transfer.relayed += len(payload)
         for endpoint in transfer.recipients.values():
             endpoint.send_binary(endpoint.file, data)
-            endpoint.flush(now)
         transfer.held += size
         self._release(transfer, now)
         if transfer.relayed == transfer.offer.size:
@@ -490,7 +494,7 @@ class DataRelay:
         sender.file_tokens -= transfer.held
         sender.association.release(transfer.held)
         transfer.held = 0
-        sender.flush(now)
+        sender.mark()  # a window update may be due
 
     def on_drained(self, now: float) -> None:
         for transfer in list(self.transfers.values()):
@@ -551,14 +555,13 @@ class DataRelay:
         for endpoint in transfer.recipients.values():
             endpoint.send_json(endpoint.file, {"type": "file_cancel", "transfer": transfer.number,
                                                "reason": reason})  # fmt: skip
-            endpoint.flush(now)
         if not transfer.sender.closed:
             transfer.sender.send_json(transfer.sender.file, {
                 "type": "file_cancel", "transfer": transfer.number, "reason": reason})  # fmt: skip
             if transfer.held:
                 transfer.sender.association.release(transfer.held)
                 transfer.held = 0
-            transfer.sender.flush(now)
+                transfer.sender.mark()
         self._finish(transfer, reason)
 
     def _finish(self, transfer: Transfer, result: str) -> None:

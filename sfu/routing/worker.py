@@ -21,6 +21,7 @@ from sfu.wire import stun
 from sfu.wire.demux import PacketClass, classify
 
 if TYPE_CHECKING:
+    from sfu.routing.datachannel import DataEndpoint
     from sfu.routing.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ class Worker:
         self.by_addr: dict[Address, Transport] = {}
         self.handshaking: set[Transport] = set()
         self.data_transports: set[Transport] = set()  # those carrying SCTP
+        # Data-channel endpoints with SCTP packets to send; flushed once per batch.
+        self.data_dirty: set[DataEndpoint] = set()
         self.counters: Counter[str] = Counter()
         # Per-packet fan-out: pure Python here; the I/O layer may swap in the native one
         # before any transport exists.
@@ -213,6 +216,13 @@ class Worker:
                 rooms.add(transport.data.relay)
         for relay in rooms:
             relay.on_timer(now)
+        self.flush_data(now)
+
+    def flush_data(self, now: float) -> None:
+        """Send what data-channel endpoints queued (called after each receive batch)."""
+        while self.data_dirty:
+            endpoint = self.data_dirty.pop()
+            endpoint.flush(now)
 
     def on_report_timer(self, now: float) -> None:
         """Called every second: RTCP reports and liveness of every transport."""

@@ -89,6 +89,6 @@ async def test_chat_arrives_within_50_ms_during_a_file_flood(
         await flood
         delays.sort()
         assert received_meanwhile < FLOOD_BYTES, "the flood ended before the pings"
-        # The median: on two cores shared with three Chromium pages a single message
-        # can still wait for an SCTP retransmission (closing note, docs/DATA_CHANNELS.md).
-        assert delays[len(delays) // 2] < 50.0, delays
+        # 19 of 20 within 50 ms (measured here: all within 35 ms); one may meet a busy
+        # moment of the two cores that the three pages and the SFU share.
+        assert delays[-2] < 50.0, delays

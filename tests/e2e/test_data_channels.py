@@ -8,18 +8,14 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection
 
+from benchmarks.loadgen.datamember import DataMember, file_offer, join_data_member, send_file
 from tests.e2e.harness import SfuServer
-from tests.e2e.test_ws_protocol import Ws, connect, join, recv
 from tests.peers import client_ssl, use_loopback_only, wait_for
-
-CHUNK = 16 * 1024
 
 
 @pytest.fixture
@@ -30,64 +26,12 @@ async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@dataclass
-class Member:
-    """A participant with only data channels: its socket, peer connection and inboxes."""
-
-    identity: str
-    ws: Ws
-    pc: RTCPeerConnection
-    control: RTCDataChannel
-    file: RTCDataChannel
-    control_in: list[dict[str, Any]] = field(default_factory=list)
-    file_in: list[dict[str, Any]] = field(default_factory=list)
-    chunks: dict[int, bytearray] = field(default_factory=dict)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        await self.ws.close()
-
-    def said(self, kind: str) -> list[dict[str, Any]]:
-        return [m for m in self.control_in + self.file_in if m["type"] == kind]
-
-
 async def member(
     http: aiohttp.ClientSession, server: SfuServer, room: str, identity: str, **token: Any
-) -> Member:
-    ws = await connect(http, server)
-    joined = await join(ws, server.token(room, identity, **token))
-    assert joined["type"] == "joined", joined
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    control = pc.createDataChannel("control")
-    file = pc.createDataChannel("file")
-    m = Member(identity, ws, pc, control, file)
-
-    @control.on("message")
-    def on_control(message: str | bytes) -> None:
-        assert isinstance(message, str)
-        m.control_in.append({**json.loads(message), "_at": time.monotonic()})
-
-    @file.on("message")
-    def on_file(message: str | bytes) -> None:
-        if isinstance(message, str):
-            m.file_in.append(json.loads(message))
-        else:
-            number = int.from_bytes(message[:4], "big")
-            m.chunks.setdefault(number, bytearray()).extend(message[4:])
-
-    await pc.setLocalDescription(await pc.createOffer())
-    await ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
-    while True:
-        reply = await recv(ws, timeout=10)
-        if reply["type"] == "answer":
-            break
-        assert reply["type"] != "error", reply
-    from aiortc import RTCSessionDescription
-
-    await pc.setRemoteDescription(RTCSessionDescription(reply["sdp"], "answer"))
-    opened = await wait_for(lambda: control.readyState == file.readyState == "open", 15)
-    assert opened, (control.readyState, file.readyState)
-    return m
+) -> DataMember:
+    return await join_data_member(
+        http, server.base_url, server.token(room, identity, **token), identity
+    )
 
 
 async def settle(predicate: Any, timeout_s: float = 10) -> None:
@@ -146,26 +90,6 @@ async def test_chat_needs_publish_control(
         await loud.close()
 
 
-def offer_of(data: bytes, file_id: str, **extra: Any) -> str:
-    return json.dumps({"type": "file_offer", "id": file_id, "name": "report.pdf",
-                       "size": len(data), "mime": "application/pdf",
-                       "sha256": hashlib.sha256(data).hexdigest(), **extra})  # fmt: skip
-
-
-async def send_file(sender: Member, data: bytes, file_id: str) -> int:
-    sender.file.send(offer_of(data, file_id))
-    await settle(lambda: any(m.get("id") == file_id for m in sender.file_in))
-    accepted = next(m for m in sender.file_in if m.get("id") == file_id)
-    assert accepted["type"] == "file_accepted", accepted
-    number = int(accepted["transfer"])
-    for offset in range(0, len(data), CHUNK):
-        sender.file.send(number.to_bytes(4, "big") + data[offset : offset + CHUNK])
-        # Like a browser watching bufferedAmount: don't queue the whole file at once.
-        while sender.file.bufferedAmount > 1024 * 1024:
-            await asyncio.sleep(0.01)
-    return number
-
-
 async def test_file_is_relayed_verified_and_audited(
     http: aiohttp.ClientSession, sfu_server: SfuServer
 ) -> None:
@@ -222,8 +146,8 @@ async def test_refused_files_move_no_byte(
             big = json.dumps({"type": "file_offer", "id": "big", "name": "a.png", "size": 5000,
                               "mime": "image/png", "sha256": "0" * 64})  # fmt: skip
             sender.file.send(big)
-            sender.file.send(offer_of(b"x" * 10, "pdf"))
-            nofile.file.send(offer_of(b"x" * 10, "nogrant"))
+            sender.file.send(file_offer(b"x" * 10, "pdf"))
+            nofile.file.send(file_offer(b"x" * 10, "nogrant"))
             await settle(lambda: len(sender.said("error")) == 2 and nofile.said("error"))
             codes = {e["id"]: e["code"] for e in sender.said("error")}
             assert codes == {"big": "file_too_large", "pdf": "file_type_refused"}
