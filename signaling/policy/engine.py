@@ -195,6 +195,14 @@ class PolicyEngine:
                 obligation="audit_counterparty", action=action, rule=decision.rule,
                 counterparties=sorted(counterparties),
             )  # fmt: skip
+        if "delete_files_at_end" in decision.obligations:
+            # The file channel relays live and stores nothing (docs/DATA_CHANNELS.md):
+            # nothing outlives the meeting. Logged so the record shows it was asked.
+            self.audit.record(
+                "policy_obligation", access.identity, access.room, tenant=access.tenant,
+                obligation="delete_files_at_end", action=action, rule=decision.rule,
+                fulfilled="relayed live, never stored",
+            )  # fmt: skip
 
     # -- sessions that are watched
     def watch(

@@ -164,3 +164,59 @@ async def test_refused_files_move_no_byte(
                 await m.close()
     finally:
         rooms.unlink()
+
+
+async def test_file_policy_sees_the_counterparty_and_its_obligations_are_audited(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from signaling.audit import AuditPaths, export
+
+    policy = sfu_server.data_dir / "policies" / "zz-files.policy"
+    policy.write_text(
+        'deny "no files to the auditor" when action is send_file and resource.room is "dc-pol"\n'
+        '  and context.counterparty.identity is "auditor" because "the auditor gets no files"\n'
+        'oblige "files here are audited with the counterparty" when action is send_file\n'
+        '  and resource.room is "dc-pol" then audit_counterparty\n'
+        'oblige "files here are not kept" when action is send_file and resource.room is "dc-pol"\n'
+        "  then delete_files_at_end\n"
+    )
+    await asyncio.sleep(1.5)  # the policy directory is looked at once a second
+    try:
+        alice = await member(http, sfu_server, "dc-pol", "alice")
+        bob = await member(http, sfu_server, "dc-pol", "bob")
+        try:
+            number = await send_file(alice, b"minutes", "ok")
+            await settle(lambda: bob.received_bytes() == 7)
+            auditor = await member(http, sfu_server, "dc-pol", "auditor")
+            try:
+                alice.file.send(file_offer(b"secret", "no"))
+                await settle(lambda: any(e.get("id") == "no" for e in alice.said("error")))
+                error = next(e for e in alice.said("error") if e.get("id") == "no")
+                assert error["code"] == "forbidden"
+                assert "no files to the auditor" in error["message"], error
+                assert not auditor.chunks and bob.chunks.keys() == {number}
+            finally:
+                await auditor.close()
+        finally:
+            await alice.close()
+            await bob.close()
+    finally:
+        policy.unlink()
+    paths = AuditPaths.in_data_dir(sfu_server.data_dir)
+    records: list[dict[str, Any]] = []
+    for _ in range(50):
+        records = [r for r in export(paths) if r["room"] == "dc-pol"]
+        if {"policy_obligation", "policy_deny"} <= {r["event"] for r in records}:
+            break
+        await asyncio.sleep(0.2)
+    obligations = {
+        r["detail"]["obligation"]: r["detail"]
+        for r in records
+        if r["event"] == "policy_obligation" and r["detail"]["action"] == "send_file"
+    }
+    assert obligations["audit_counterparty"]["counterparties"] == ["bob"]
+    assert obligations["delete_files_at_end"]["fulfilled"] == "relayed live, never stored"
+    denials = [r["detail"] for r in records if r["event"] == "policy_deny"]
+    assert any(
+        d["action"] == "send_file" and d["rule"] == "no files to the auditor" for d in denials
+    )
