@@ -1,0 +1,155 @@
+"""Is a file flood isolated from a call? The same call measured without and with one.
+
+    python -m benchmarks.isolation [--subscribers 10] [--seconds 10] [--runs 1] [--json F]
+
+One self-started server on loopback. Each run measures the call (1 publisher with
+audio and 1.5 Mbit/s video, --subscribers viewers, benchmarks/loadgen) twice: alone,
+then while benchmarks/dataflood.py floods the file channel of three data-only
+members in another room of the same server (and times their control messages).
+It reports the audio and video p99 added latency and the loss of both, their
+ratios, and the control channel's delay under the flood (docs/DATA_CHANNELS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen.runner import LoadSpec, run_load
+from benchmarks.loadgen.server import REPO_ROOT, SfuUnderTest
+
+FLOOD_START_TIMEOUT_S = 60.0
+FLOOD_STOP_TIMEOUT_S = 60.0
+
+
+def _call(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
+    return run_load(
+        LoadSpec(
+            publishers=1,
+            subscribers=subscribers,
+            duration_s=seconds,
+            warmup_s=2.0,
+            server_url=server.base_url,
+            data_dir=server.data_dir,
+            server_pid=server.pid,
+        )
+    )
+
+
+def _flood(server: SfuUnderTest, seconds: float) -> subprocess.Popen[str]:
+    flood = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.dataflood", "--url", server.base_url,
+         "--data-dir", str(server.data_dir), "--seconds", str(seconds)],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert flood.stdout is not None
+    deadline = time.monotonic() + FLOOD_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = flood.stdout.readline()
+        if line.strip() == "flooding":
+            return flood
+        if not line and flood.poll() is not None:
+            break
+    flood.kill()
+    raise RuntimeError("the flood did not start")
+
+
+def _stop_flood(flood: subprocess.Popen[str]) -> dict[str, Any]:
+    flood.send_signal(2)
+    out, _ = flood.communicate(timeout=FLOOD_STOP_TIMEOUT_S)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"the flood reported nothing (exit {flood.returncode})")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def _figures(call: dict[str, Any]) -> dict[str, Any]:
+    by_kind = call["latency_us_by_kind"]
+    return {
+        "audio_p99_us": by_kind["audio"]["p99"],
+        "video_p99_us": by_kind["video"]["p99"],
+        "audio_p50_us": by_kind["audio"]["p50"],
+        "video_p50_us": by_kind["video"]["p50"],
+        "loss": call["loss"],
+        "server_cpu_percent": call["server_cpu_percent"],
+        "datapath": call["datapath"],
+    }
+
+
+def run_once(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
+    alone = _figures(_call(server, subscribers, seconds))
+    # The flood outlives the call's connect, warm-up and window; it is stopped after.
+    flood = _flood(server, seconds * 10 + 120)
+    try:
+        flooded = _figures(_call(server, subscribers, seconds))
+    finally:
+        data = _stop_flood(flood)
+
+    def ratio(key: str) -> float | None:
+        a, b = alone[key], flooded[key]
+        return round(b / a, 3) if a and b is not None else None
+
+    return {
+        "alone": alone,
+        "flooded": flooded,
+        "flood": data,
+        "ratio": {key: ratio(key) for key in ("audio_p99_us", "video_p99_us")},
+        "loss_added": (
+            round(flooded["loss"] - alone["loss"], 6)
+            if flooded["loss"] is not None and alone["loss"] is not None
+            else None
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--subscribers", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    server = SfuUnderTest.self_started_default(["--metrics-port", "0"])
+    server.start()
+    try:
+        runs = [run_once(server, args.subscribers, args.seconds) for _ in range(args.runs)]
+    finally:
+        server.stop()
+
+    def median(path: tuple[str, ...]) -> float | None:
+        values = []
+        for run in runs:
+            value: Any = run
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int | float):
+                values.append(float(value))
+        return round(statistics.median(values), 3) if values else None
+
+    summary = {
+        "runs": runs,
+        "median": {
+            "audio_p99_ratio": median(("ratio", "audio_p99_us")),
+            "video_p99_ratio": median(("ratio", "video_p99_us")),
+            "loss_added": median(("loss_added",)),
+            "control_delay_p95_ms": median(("flood", "control_delay_ms", "p95")),
+            "control_delay_max_ms": median(("flood", "control_delay_ms", "max")),
+            "file_mb_per_s": median(("flood", "file_mb_per_s")),
+        },
+    }
+    text = json.dumps(summary, indent=2)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The file-flood isolation scenario (benchmarks/isolation.py) against a real server."""
+
+from __future__ import annotations
+
+from benchmarks.isolation import run_once
+from benchmarks.loadgen.server import SfuUnderTest
+
+
+def test_a_file_flood_beside_a_call_loses_no_media_and_control_stays_prompt() -> None:
+    server = SfuUnderTest.self_started_default(["--metrics-port", "0"])
+    server.start()
+    try:
+        result = run_once(server, subscribers=4, seconds=4.0)
+    finally:
+        server.stop()
+    flood, alone, flooded = result["flood"], result["alone"], result["flooded"]
+    # The flood really ran beside the call, at the file quota's pace.
+    assert flood["file_bytes"] > 1_000_000, flood
+    # No media lost to it, and media kept flowing.
+    assert alone["loss"] is not None and flooded["loss"] is not None
+    assert flooded["loss"] <= alone["loss"] + 0.001, result
+    assert flooded["audio_p99_us"] and flooded["video_p99_us"], result
+    # Control messages next to the flood stay within 50 ms and none is lost.
+    assert flood["pings_lost"] == 0 and flood["control_delay_ms"]["p95"] < 50.0, flood
+    # p99 under the flood is reported, not asserted: docs/DATA_CHANNELS.md and
+    # benchmarks/RESULTS.md give the measured ratio against the 10 % target.
