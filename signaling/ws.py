@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -50,6 +51,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_JOIN_TIMEOUT = 4408
 CLOSE_SESSION_ENDED = 4410
 CLOSE_TOO_SLOW = 4429
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
 # The grant each data-channel action needs before the policy is asked.
 DATA_GRANTS = {"publish:control": "publish:control", "send_file": "publish:file",
                "receive_file": "subscribe"}  # fmt: skip
@@ -348,6 +350,8 @@ class Connection:
             "offer": self._on_offer,
             "leave": self._on_leave,
             "ping": self._on_ping,
+            "e2ee_hello": self._on_e2ee,
+            "e2ee_key": self._on_e2ee,
         }.get(kind)
         if handler is None:
             raise ProtocolError("unknown_type", f"unknown message type {kind[:40]!r}")
@@ -576,6 +580,45 @@ class Connection:
 
     def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})
+
+    def _on_e2ee(self, message: dict[str, Any]) -> None:
+        """Relay an end-to-end encryption message (docs/E2EE.md): an identity public key
+        to the room (or one member), or a sender key wrapped for one member. The
+        server only passes opaque base64url blobs on, stamped with the sender."""
+        self._require_session()
+        assert self.token is not None and self.session_id is not None
+        kind = message["type"]
+        field, limit = ("public_key", 64) if kind == "e2ee_hello" else ("blob", 512)
+        value = message.get(field)
+        if (
+            not isinstance(value, str)
+            or not 0 < len(value) <= limit
+            or not _B64URL.fullmatch(value)
+        ):
+            raise ProtocolError(
+                "bad_message", f"field {field!r} must be base64url, {limit} at most"
+            )
+        to = message.get("to")
+        if to is None and kind == "e2ee_key":
+            raise ProtocolError("bad_message", "e2ee_key needs 'to'")
+        if to is not None and (not isinstance(to, str) or not 0 < len(to) <= 128):
+            raise ProtocolError("bad_message", "field 'to' must be an identity")
+        if self.moderation is None:
+            raise ProtocolError("unsupported", "this server relays no E2EE messages")
+        access = self.token
+        targets = [
+            live
+            for live in self.moderation.registry.in_room(access.tenant, access.room)
+            if live.send is not None
+            and live.session_id != self.session_id
+            and (to is None or live.identity == to)
+        ]
+        if to is not None and not targets:
+            raise ProtocolError("not_found", f"{to[:128]!r} is not in this room")
+        relayed = {"type": kind, "from": access.identity, field: value}
+        for live in targets:
+            assert live.send is not None
+            live.send(relayed)
 
 
 async def handle_websocket(request: web.Request) -> web.StreamResponse:
