@@ -107,6 +107,11 @@ class TrackState:
         }
 
 
+def _prefixed(counters: Mapping[str, int], prefix: str) -> dict[str, int]:
+    """The counters named ``prefix + label``, by label."""
+    return {k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)}
+
+
 def describe_offer(offer: str) -> list[OfferedSection]:
     """The m-sections of a valid offer (MediaError "bad_sdp" for an invalid one)."""
     parsed = parse_offer(offer)
@@ -331,6 +336,10 @@ class MediaService:
             datagrams_in=counters["datagrams_in"],
             datagrams_out=counters["datagrams_out"] + self._native_datagrams_out(),
             forward_latency=snapshot_histogram(worker.forward_latency),
+            data_messages=_prefixed(counters, "data_messages:"),
+            data_sent_bytes=_prefixed(counters, "data_sent_bytes:"),
+            data_refused=_prefixed(counters, "data_refused:"),
+            file_transfers=_prefixed(counters, "file_transfers:"),
         )
 
     def _native_datagrams_out(self) -> int:

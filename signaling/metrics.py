@@ -45,6 +45,9 @@ METRICS_PATH = "/metrics"
 # non-zero value hides its first increments from rate() and increase().
 MEDIA_KINDS = ("audio", "video")
 DTLS_RESULTS = ("ok", "failed")
+DATA_CHANNELS = ("control", "file")
+# Refusal codes exported from zero; others appear when they first happen.
+DATA_REFUSALS = ("bad_message", "forbidden", "file_too_large", "file_type_refused", "too_large")
 
 _REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry", CollectorRegistry)
 
@@ -121,6 +124,34 @@ def snapshot_families(snapshot: MetricsSnapshot) -> list[Metric]:
             "sfu_datagrams_sent_total",
             "UDP datagrams sent from the media port.",
             value=snapshot.datagrams_out,
+        ),
+        _labelled_counter(
+            "sfu_data_messages_total",
+            "Messages (file chunks included) received from clients on the data channels.",
+            "channel",
+            snapshot.data_messages,
+            DATA_CHANNELS,
+        ),
+        _labelled_counter(
+            "sfu_data_sent_bytes_total",
+            "Bytes of messages the relay queued for clients on the data channels.",
+            "channel",
+            snapshot.data_sent_bytes,
+            DATA_CHANNELS,
+        ),
+        _labelled_counter(
+            "sfu_data_refused_total",
+            "Data-channel messages and file offers refused, by error code.",
+            "code",
+            snapshot.data_refused,
+            DATA_REFUSALS,
+        ),
+        _labelled_counter(
+            "sfu_file_transfers_total",
+            "File transfers that ended: complete, or ended early (cancelled, refused later).",
+            "result",
+            snapshot.file_transfers,
+            ("complete", "ended"),
         ),
     ]
     if snapshot.forward_latency is not None:

@@ -226,6 +226,10 @@ class DataEndpoint:
     def _on_message(self, event: sctp.MessageReceived, now: float) -> None:
         size = len(event.data)
         text = event.ppid == PPID_STRING
+        counters = self.transport.worker.counters
+        if event.stream_id in (self.control, self.file):
+            channel = "control" if event.stream_id == self.control else "file"
+            counters[f"data_messages:{channel}"] += 1
         if event.stream_id == self.control:
             self.association.release(size)
             if not text:
@@ -253,6 +257,8 @@ class DataEndpoint:
         """str goes as a text message, bytes as binary (RFC 8831 PPIDs)."""
         if stream_id is None or self.closed:
             return False
+        channel = "control" if stream_id == self.control else "file"
+        self.transport.worker.counters[f"data_sent_bytes:{channel}"] += len(data)
         try:
             self.association.send(stream_id, data, time.monotonic())
         except sctp.SctpError as exc:
@@ -262,6 +268,7 @@ class DataEndpoint:
         return True
 
     def send_error(self, stream_id: int | None, code: str, message: str, **extra: Any) -> None:
+        self.transport.worker.counters[f"data_refused:{code}"] += 1
         self.send_json(stream_id, {"type": "error", "code": code, "message": message, **extra})
 
     def file_backlog(self) -> int:
@@ -568,6 +575,8 @@ class DataRelay:
         if self.transfers.pop(transfer.number, None) is None:
             return
         transfer.sender.transfers.pop(transfer.number, None)
+        outcome = "complete" if result == "complete" else "ended"
+        transfer.sender.transport.worker.counters[f"file_transfers:{outcome}"] += 1
         offer = transfer.offer
         transfer.sender.session.data_report(
             "file_transfer",

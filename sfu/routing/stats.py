@@ -87,6 +87,11 @@ class MetricsSnapshot:
     datagrams_in: int = 0
     datagrams_out: int = 0
     forward_latency: HistogramSnapshot | None = None
+    # Data channels (docs/DATA_CHANNELS.md): by channel, refusal code, transfer result.
+    data_messages: dict[str, int] = field(default_factory=dict)
+    data_sent_bytes: dict[str, int] = field(default_factory=dict)
+    data_refused: dict[str, int] = field(default_factory=dict)
+    file_transfers: dict[str, int] = field(default_factory=dict)
 
 
 def snapshot_histogram(histogram: LatencyHistogram) -> HistogramSnapshot:

@@ -146,6 +146,8 @@ def test_policy_decides_each_control_message(room: Harness) -> None:
     assert bob.json(bob.control) == []
     [error] = alice.json(alice.control)
     assert error["code"] == "forbidden" and "quiet hours" in error["message"]
+    assert room.worker.counters["data_refused:forbidden"] == 1
+    assert room.worker.counters["data_messages:control"] == 1
 
 
 def test_only_the_two_channels_open_and_they_must_be_reliable(room: Harness) -> None:
@@ -179,6 +181,9 @@ def test_a_file_goes_to_every_allowed_recipient_and_is_audited(room: Harness) ->
                                           "ok": True, "from": "bob"}  # fmt: skip
     [(event, detail)] = alice.reports
     assert event == "file_transfer" and detail["result"] == "complete"
+    counters = room.worker.counters
+    assert counters["file_transfers:complete"] == 1
+    assert counters["data_sent_bytes:file"] >= len(data)  # chunks to bob, plus JSON
     assert detail["recipients"] == {"bob": "verified"} and detail["relayed"] == len(data)
 
 

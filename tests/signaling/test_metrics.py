@@ -147,7 +147,7 @@ def test_no_label_names_a_room_or_identity(service: MediaService) -> None:
         for sample in samples
         for name in sample.labels
     }
-    assert labels <= {"kind", "reason", "result", "le"}
+    assert labels <= {"kind", "reason", "result", "le", "channel", "code"}
 
 
 def test_collector_reads_the_media_plane_at_each_scrape(service: MediaService) -> None:
@@ -175,3 +175,26 @@ async def test_metrics_server_serves_text_format_on_metrics_only(service: MediaS
         await runner.cleanup()
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"sfu_rooms", "sfu_forwarded_packets", "sfu_forward_latency_seconds"} <= names
+
+
+def test_data_channel_counters_are_labelled_by_channel_code_and_result(
+    service: MediaService,
+) -> None:
+    idle = _scrape(MediaService("127.0.0.1", 0, "127.0.0.1", datapath="python"))
+    assert _by_label(idle["sfu_data_messages"], "channel") == {"control": 0, "file": 0}
+    assert _by_label(idle["sfu_file_transfers"], "result") == {"complete": 0, "ended": 0}
+    service.media.worker.counters.update(
+        {
+            "data_messages:control": 4,
+            "data_messages:file": 90,
+            "data_sent_bytes:file": 70_000,
+            "data_refused:file_too_large": 2,
+            "file_transfers:complete": 1,
+        }  # fmt: skip
+    )
+    families = _scrape(service)
+    assert _by_label(families["sfu_data_messages"], "channel") == {"control": 4, "file": 90}
+    assert _by_label(families["sfu_data_sent_bytes"], "channel") == {"control": 0, "file": 70_000}
+    refused = _by_label(families["sfu_data_refused"], "code")
+    assert refused["file_too_large"] == 2 and refused["forbidden"] == 0
+    assert _by_label(families["sfu_file_transfers"], "result") == {"complete": 1, "ended": 0}
