@@ -287,6 +287,14 @@ class MediaService:
             session.data_authorize = authorize
             session.data_report = report
 
+    def notice(self, room: str, text: str) -> None:
+        """A server notice on every member's control channel (moderation, for one)."""
+        room_obj = self.rooms.get(room)
+        if room_obj is not None:
+            now = time.monotonic()
+            room_obj.data.notice(text, now)
+            self.media.worker.flush_data(now)
+
     def set_file_limits(self, room: str, limits: FileLimits) -> None:
         """The largest file and the media types a room's file channel accepts."""
         room_obj = self.rooms.get(room)

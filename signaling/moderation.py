@@ -151,6 +151,7 @@ class Moderator:
                         "can_publish": any(g.startswith("publish:") for g in grants),
                     }
                 )
+        self.media.notice(f"{tenant}/{room}", f"a moderator changed what {identity} may do")
         self.audit.record(
             "admin_grants", actor, room, tenant=tenant, target=identity,
             grants=sorted(grants), previous=previous,
@@ -172,6 +173,8 @@ class Moderator:
             override.muted.discard(media_class)
         for session in sessions:
             self._apply(session)
+        what = "muted" if muted else "unmuted"
+        self.media.notice(f"{tenant}/{room}", f"a moderator {what} {identity}'s {media_class}")
         self.audit.record(
             "admin_mute", actor, room, tenant=tenant, target=identity, media_class=media_class,
             muted=muted,
@@ -183,6 +186,7 @@ class Moderator:
         sessions = self._participant(tenant, room, identity)
         for session in sessions:
             session.end("session_closed", REMOVED)
+        self.media.notice(f"{tenant}/{room}", f"a moderator removed {identity}")
         self.audit.record(
             "admin_remove", actor, room, tenant=tenant, target=identity, sessions=len(sessions)
         )
@@ -193,6 +197,7 @@ class Moderator:
         sessions = self.registry.in_room(tenant, room)
         if not sessions:
             raise NotFound(f"no room {room[:128]!r}")
+        self.media.notice(f"{tenant}/{room}", "a moderator closed the room")
         for session in sessions:
             session.end("session_closed", ROOM_CLOSED)
         self.registry.clear_room(tenant, room)

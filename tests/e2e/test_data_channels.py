@@ -220,3 +220,30 @@ async def test_file_policy_sees_the_counterparty_and_its_obligations_are_audited
     assert any(
         d["action"] == "send_file" and d["rule"] == "no files to the auditor" for d in denials
     )
+
+
+async def test_moderator_actions_reach_the_control_channel_as_notices(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from signaling.tokens import SigningKeys
+    from tests.e2e.test_moderation import api
+
+    keys = SigningKeys.load_or_create(sfu_server.data_dir)
+    alice = await member(http, sfu_server, "dc-mod", "alice")
+    bob = await member(http, sfu_server, "dc-mod", "bob")
+    admin = keys.issue(identity="ops", room="ops", grants=["admin"])
+    try:
+        status, body = await api(http, sfu_server, admin, "POST",
+                                 "/admin/rooms/dc-mod/participants/alice/mute",
+                                 {"kind": "audio", "muted": True})  # fmt: skip
+        assert status == 200, body
+        await settle(lambda: bob.said("notice") and alice.said("notice"))
+        assert bob.said("notice")[0]["text"] == "a moderator muted alice's audio"
+        status, body = await api(http, sfu_server, admin, "DELETE",
+                                 "/admin/rooms/dc-mod/participants/alice")  # fmt: skip
+        assert status == 200, body
+        await settle(lambda: len(bob.said("notice")) == 2)
+        assert bob.said("notice")[1]["text"] == "a moderator removed alice"
+    finally:
+        await alice.close()
+        await bob.close()
