@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -59,7 +60,7 @@ async def _pinger(carol: DataMember, bob: DataMember, stop: asyncio.Event) -> li
     return delays
 
 
-async def _flooder(alice: DataMember, bob: DataMember, stop: asyncio.Event) -> int:
+async def _flooder(alice: DataMember, bob: DataMember, stop: asyncio.Event) -> None:
     payload = os.urandom(FILE_BYTES)
     sent = 0
     n = 0
@@ -70,7 +71,6 @@ async def _flooder(alice: DataMember, bob: DataMember, stop: asyncio.Event) -> i
         # The next file only when bob has this one: the relay's window, not ours.
         while bob.received_bytes() < sent and not stop.is_set():
             await asyncio.sleep(0.01)
-    return bob.received_bytes()
 
 
 async def run(url: str, data_dir: Path, seconds: float) -> dict[str, Any]:
@@ -95,12 +95,20 @@ async def run(url: str, data_dir: Path, seconds: float) -> dict[str, Any]:
             started = time.monotonic()
             loop.call_later(min(seconds, MAX_SECONDS), stop.set)
             pings = asyncio.create_task(_pinger(carol, bob, stop))
-            received = await _flooder(alice, bob, stop)
+            flood = asyncio.create_task(_flooder(alice, bob, stop))
+            await stop.wait()
+            # A transfer may be mid-way (or held by back-pressure): stop it, don't wait.
+            flood.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flood
+            received = bob.received_bytes()
             elapsed = time.monotonic() - started
             delays = sorted(await pings)
         finally:
             for m in (alice, bob, carol):
-                await m.close()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await m.close()
     delays_us = [int(d * 1e6) if d != float("inf") else 10**9 for d in delays]
     return {
         "seconds": round(elapsed, 3),
