@@ -41,6 +41,9 @@ async def _pinger(carol: DataMember, bob: DataMember, stop: asyncio.Event) -> li
     while not stop.is_set():
         seq += 1
         body = f"ping {seq}"
+        if carol.control.readyState != "open":
+            sys.stderr.write(f"carol's control channel is {carol.control.readyState}\n")
+            break
         sent = time.monotonic()
         carol.control.send(json.dumps({"type": "chat", "body": body}))
         deadline = sent + 5.0

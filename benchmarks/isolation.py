@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     try:
         runs = [run_once(server, args.subscribers, args.seconds) for _ in range(args.runs)]
+    except Exception:
+        sys.stderr.write("server log, last lines:\n" + server.log_tail(20_000) + "\n")
+        raise
     finally:
         server.stop()
 

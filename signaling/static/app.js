@@ -11,6 +11,17 @@
 // and no answer came first, the offer was refused.
 
 import { DataChannels } from "./channels.js";
+import {
+  IdentityKeyPair,
+  PUBLIC_KEY_BYTES,
+  fromBase64Url,
+  helloMessage,
+  keyMessage,
+  safetyNumber,
+  unwrapSenderKey,
+  wrapSenderKey,
+  x25519Supported,
+} from "./e2ee.js";
 
 const PROTOCOL_VERSION = 1;
 const ANSWER_TIMEOUT_MS = 15000;
@@ -26,6 +37,20 @@ const NEGOTIATION_DELAY_MS = 10;
 // the server refuses messages over 256 KiB, so big rooms need a lean offer.
 const RECV_VIDEO_CODECS = new Set(["video/vp8", "video/vp9", "video/h264", "video/av1"]);
 
+// End-to-end encryption (docs/E2EE.md; the on/off and key distribution design is
+// described at the top of e2ee-worker.js). Frames are encrypted only as VP8 or Opus,
+// so published video is always VP8: E2EE can then be turned on at any time without
+// renegotiating a codec.
+const SEND_VIDEO_CODEC = "video/vp8";
+// "E2EE off" notice: an e2ee_hello with 32 zero bytes, a low-order point that is never
+// a real identity key (the server relays no other fields of a hello).
+const E2EE_OFF_PUBLIC_KEY = "A".repeat(43);
+// After a member turns E2EE off, its keys stay this long for frames still in flight.
+const E2EE_OFF_GRACE_MS = 3000;
+const SCRIPT_TRANSFORM = typeof RTCRtpScriptTransform === "function";
+const ENCODED_STREAMS =
+  !SCRIPT_TRANSFORM && typeof RTCRtpSender !== "undefined" && "createEncodedStreams" in RTCRtpSender.prototype;
+
 const $ = (id) => document.getElementById(id);
 
 const ui = {
@@ -37,6 +62,7 @@ const ui = {
   mic: $("mic"),
   cam: $("cam"),
   leave: $("leave"),
+  lock: $("lock"),
   chatLog: $("chat-log"),
   chatForm: $("chat-form"),
   chatInput: $("chat-input"),
@@ -115,6 +141,371 @@ function createTile(caption, isLocal) {
   return { tile, media, label };
 }
 
+/**
+ * This page's end-to-end encryption: identity key, e2ee_hello / e2ee_key handling and
+ * the one Worker that transforms every frame (e2ee-worker.js).
+ */
+class EndToEnd {
+  constructor(meeting) {
+    this.meeting = meeting;
+    this.enabled = false;
+    this.identityKey = null; // IdentityKeyPair, made when first turned on
+    this.worker = null;
+    this.members = new Map(); // identity -> member record (see member())
+    this.verified = new Map(); // "identity publicKey" -> true, for this session
+    this.frames = {}; // identity -> {decrypted, dropped, passed, kid}, from the Worker
+    this.sent = { encrypted: 0, dropped: 0, plain: 0 };
+    this.transformed = new WeakSet(); // senders and receivers already given a transform
+    this.requests = new Map();
+    this.nextRequest = 1;
+    this.queue = Promise.resolve();
+    this.supported = SCRIPT_TRANSFORM || ENCODED_STREAMS;
+  }
+
+  /** Run `task` after every earlier one: a hello is handled before the key that follows it. */
+  run(task) {
+    const result = this.queue.then(task);
+    this.queue = result.catch((err) => console.warn(`e2ee: ${err.message}`));
+    return result;
+  }
+
+  member(identity) {
+    let member = this.members.get(identity);
+    if (!member) {
+      member = {
+        publicKey: null, // Uint8Array(32), the first one announced
+        publicKeyText: null,
+        encrypting: false, // announced E2EE and has not turned it off
+        conflict: false, // announced a second, different key: trusted no more
+        answered: false, // we sent it our hello since it last turned on
+        sentKids: new Set(), // our KIDs it has been sent
+        kids: new Set(), // its KIDs we hold
+        safetyNumber: null,
+        offTimer: null,
+      };
+      this.members.set(identity, member);
+    }
+    return member;
+  }
+
+  ensureWorker() {
+    if (this.worker || !this.supported) return;
+    this.worker = new Worker("/static/e2ee-worker.js", { type: "module" });
+    this.worker.onmessage = (event) => this.onWorkerMessage(event.data);
+    this.worker.onerror = (event) => console.warn(`e2ee worker failed: ${event.message}`);
+    for (const pub of this.meeting.publications) this.attachSender(pub.transceiver, pub.track.kind);
+    for (const sub of this.meeting.subscriptions.values()) {
+      if (sub.transceiver) this.attachReceiver(sub.transceiver, sub.track);
+    }
+  }
+
+  call(message) {
+    const id = this.nextRequest++;
+    return new Promise((resolve) => {
+      this.requests.set(id, resolve);
+      this.worker.postMessage({ ...message, id });
+    });
+  }
+
+  onWorkerMessage(msg) {
+    switch (msg.op) {
+      case "reply":
+        this.requests.get(msg.id)?.(msg);
+        this.requests.delete(msg.id);
+        break;
+      case "newKey":
+        this.run(() => this.distribute(msg));
+        break;
+      case "stats":
+        this.frames = msg.frames;
+        this.sent = msg.sent;
+        break;
+      default:
+        break;
+    }
+  }
+
+  attach(endpoint, options) {
+    if (!this.worker || this.transformed.has(endpoint)) return;
+    this.transformed.add(endpoint);
+    if (SCRIPT_TRANSFORM) {
+      endpoint.transform = new RTCRtpScriptTransform(this.worker, options);
+    } else {
+      const { readable, writable } = endpoint.createEncodedStreams();
+      this.worker.postMessage({ op: "stream", readable, writable, options }, [readable, writable]);
+    }
+  }
+
+  attachSender(transceiver, kind) {
+    if (transceiver.direction === "stopped") return;
+    this.attach(transceiver.sender, { side: "send", kind });
+  }
+
+  attachReceiver(transceiver, track) {
+    if (transceiver.direction === "stopped") return;
+    this.attach(transceiver.receiver, { side: "receive", kind: track.kind, identity: track.identity });
+  }
+
+  /** Turn E2EE on or off for this page; resolves once the room has been told. */
+  setEnabled(on) {
+    return this.run(async () => {
+      if (on === this.enabled || this.meeting.state !== "joined") return;
+      if (on) {
+        if (!this.supported || !(await x25519Supported())) throw new Error("this browser cannot encrypt media");
+        this.identityKey ??= await IdentityKeyPair.generate();
+        this.ensureWorker();
+        await this.call({ op: "keysToShare" }); // makes the sender keys before the hello
+        this.enabled = true;
+        this.worker.postMessage({ op: "enable", on: true });
+        this.meeting.send(helloMessage(this.identityKey.publicKey));
+        for (const identity of this.meeting.participants.keys()) this.member(identity).answered = true;
+        for (const [identity, member] of this.members) {
+          if (member.publicKey) member.safetyNumber ??= await safetyNumber(this.identityKey.publicKey, member.publicKey);
+          this.worker.postMessage({ op: "mode", identity, mode: member.encrypting ? "encrypted" : "plain" });
+          // Members already encrypting answered nobody's hello for us: give them our keys now.
+          if (member.encrypting && !member.conflict) await this.share(identity, member);
+        }
+      } else {
+        // Tell the room first: receivers keep our key for a moment, so nothing in flight is lost.
+        this.meeting.send({ type: "e2ee_hello", public_key: E2EE_OFF_PUBLIC_KEY });
+        this.enabled = false;
+        this.worker.postMessage({ op: "enable", on: false });
+        for (const [identity, member] of this.members) {
+          member.answered = false;
+          member.sentKids.clear();
+          member.kids.clear();
+          this.worker.postMessage({ op: "forget", identity });
+        }
+      }
+      this.render();
+    });
+  }
+
+  onHello(from, publicKeyText) {
+    return this.run(async () => {
+      if (from === this.meeting.identity || typeof publicKeyText !== "string") return;
+      const member = this.member(from);
+      if (publicKeyText === E2EE_OFF_PUBLIC_KEY) {
+        this.memberOff(from, member);
+        return;
+      }
+      let publicKey;
+      try {
+        publicKey = fromBase64Url(publicKeyText);
+        if (publicKey.length !== PUBLIC_KEY_BYTES) throw new Error("wrong length");
+      } catch {
+        console.warn(`e2ee: ignoring a malformed identity key from ${from}`);
+        return;
+      }
+      if (member.publicKey && member.publicKeyText !== publicKeyText) {
+        // Someone (the server?) swapped the key: frames from this identity are dropped
+        // and it gets none of our keys until it leaves and comes back.
+        member.conflict = true;
+        member.kids.clear();
+        this.worker?.postMessage({ op: "mode", identity: from, mode: "encrypted" });
+        this.worker?.postMessage({ op: "forget", identity: from });
+        console.error(`e2ee: ${from} announced a different identity key: not trusted`);
+        setStatus(`warning: ${from}'s encryption key changed — their media is blocked`, "error");
+        this.render();
+        return;
+      }
+      clearTimeout(member.offTimer);
+      member.publicKey = publicKey;
+      member.publicKeyText = publicKeyText;
+      member.encrypting = true;
+      this.worker?.postMessage({ op: "mode", identity: from, mode: "encrypted" });
+      if (this.enabled && !member.conflict) {
+        member.safetyNumber ??= await safetyNumber(this.identityKey.publicKey, publicKey);
+        if (!member.answered) {
+          this.meeting.send(helloMessage(this.identityKey.publicKey, from));
+          member.answered = true;
+        }
+        await this.share(from, member);
+      }
+      this.render();
+    });
+  }
+
+  memberOff(identity, member) {
+    const hadOurKeys = member.sentKids.size > 0;
+    member.encrypting = false;
+    member.answered = false;
+    member.sentKids.clear();
+    member.kids.clear();
+    if (this.worker) {
+      this.worker.postMessage({ op: "mode", identity, mode: "plain" });
+      clearTimeout(member.offTimer);
+      member.offTimer = setTimeout(() => this.worker?.postMessage({ op: "forget", identity }), E2EE_OFF_GRACE_MS);
+    }
+    // It left the encrypted group: what we send from now on is under a key it lacks.
+    if (this.enabled && hadOurKeys) this.worker.postMessage({ op: "rotate" });
+    this.render();
+  }
+
+  onKey(from, blobText) {
+    return this.run(async () => {
+      const member = this.members.get(from);
+      if (!this.enabled || !member?.encrypting || member.conflict || !member.publicKey) return;
+      let key;
+      try {
+        key = await unwrapSenderKey(this.identityKey, this.meeting.identity, from, member.publicKey, fromBase64Url(blobText));
+      } catch (err) {
+        console.warn(`e2ee: a key from ${from} did not open (${err.code ?? err.message})`);
+        return;
+      }
+      member.kids.add(key.kid);
+      this.worker.postMessage({ op: "addKey", identity: from, kid: key.kid, baseKey: key.baseKey });
+      this.render();
+    });
+  }
+
+  onJoined(identity) {
+    this.run(async () => {
+      if (!this.enabled || identity === this.meeting.identity) return;
+      this.member(identity).answered = true;
+      this.meeting.send(helloMessage(this.identityKey.publicKey, identity));
+    });
+  }
+
+  onLeft(identity) {
+    this.run(async () => {
+      const member = this.members.get(identity);
+      if (!member) return;
+      clearTimeout(member.offTimer);
+      this.members.delete(identity);
+      this.worker?.postMessage({ op: "forget", identity });
+      this.worker?.postMessage({ op: "mode", identity, mode: "plain" });
+      if (this.enabled) this.worker.postMessage({ op: "rotate" });
+      this.render();
+    });
+  }
+
+  /** Wrap for `identity` every key it should hold and has not been sent. */
+  async share(identity, member) {
+    const { keys } = await this.call({ op: "keysToShare" });
+    for (const key of keys) await this.sendKey(identity, member, key);
+  }
+
+  async sendKey(identity, member, key) {
+    if (member.sentKids.has(key.kid)) return;
+    member.sentKids.add(key.kid);
+    const blob = await wrapSenderKey(
+      this.identityKey, this.meeting.identity, identity, member.publicKey, key.kid, key.baseKey,
+    );
+    this.meeting.send(keyMessage(identity, blob));
+  }
+
+  /** A new sender key (rotation): to every member in the encrypted group. */
+  async distribute(key) {
+    if (!this.enabled) return;
+    for (const [identity, member] of this.members) {
+      if (member.encrypting && !member.conflict && member.publicKey && member.answered) {
+        await this.sendKey(identity, member, key);
+      }
+    }
+  }
+
+  rotate() {
+    return this.run(async () => {
+      if (this.enabled) this.worker.postMessage({ op: "rotate" });
+    });
+  }
+
+  /** Whether this page encrypts and can decrypt every other member. */
+  allEncrypted() {
+    if (!this.enabled) return false;
+    for (const identity of this.meeting.participants.keys()) {
+      const member = this.members.get(identity);
+      if (!member?.encrypting || member.conflict || member.kids.size === 0) return false;
+    }
+    return true;
+  }
+
+  state(identity) {
+    const member = this.members.get(identity);
+    if (!member?.encrypting) return ["plain", "not encrypted"];
+    if (member.conflict) return ["conflict", "identity key changed — blocked"];
+    if (!this.enabled) return ["locked-out", "encrypted — turn on Lock to see"];
+    if (member.kids.size === 0) return ["waiting", "encrypted — waiting for key"];
+    return ["encrypted", "end-to-end encrypted"];
+  }
+
+  isVerified(identity) {
+    const member = this.members.get(identity);
+    return Boolean(member?.publicKeyText && this.verified.get(`${identity} ${member.publicKeyText}`));
+  }
+
+  setVerified(identity, verified) {
+    const member = this.members.get(identity);
+    if (!member?.publicKeyText) return false;
+    this.verified.set(`${identity} ${member.publicKeyText}`, Boolean(verified));
+    this.render();
+    return true;
+  }
+
+  /** The lock button and every remote tile's state, safety number and verified box. */
+  render() {
+    const all = this.allEncrypted();
+    ui.lock.setAttribute("aria-pressed", String(this.enabled));
+    ui.lock.dataset.allEncrypted = String(all);
+    ui.lock.textContent = !this.enabled ? "Lock" : all ? "Locked · all encrypted" : "Locked · not everyone encrypted";
+    for (const [identity, participant] of this.meeting.participants) {
+      if (!participant.e2ee) {
+        const box = document.createElement("div");
+        box.className = "e2ee";
+        const state = document.createElement("span");
+        state.className = "e2ee-state";
+        const number = document.createElement("code");
+        number.className = "safety-number";
+        const label = document.createElement("label");
+        const check = document.createElement("input");
+        check.type = "checkbox";
+        check.addEventListener("change", () => this.setVerified(identity, check.checked));
+        label.append(check, " verified");
+        box.append(state, number, label);
+        participant.tile.append(box);
+        participant.e2ee = { box, state, number, label, check };
+      }
+      const view = participant.e2ee;
+      const [kind, text] = this.state(identity);
+      view.state.dataset.state = kind;
+      view.state.textContent = text;
+      const member = this.members.get(identity);
+      const safety = this.enabled && member?.encrypting && !member.conflict ? member.safetyNumber : null;
+      view.number.textContent = safety ? `safety number ${safety}` : "";
+      view.number.hidden = !safety;
+      view.label.hidden = !safety;
+      view.check.checked = this.isVerified(identity);
+    }
+  }
+
+  /** Per member: what the tests and the UI know. */
+  snapshot() {
+    const out = {};
+    for (const identity of this.meeting.participants.keys()) {
+      const member = this.members.get(identity);
+      const kids = [...(member?.kids ?? [])];
+      const used = this.frames[identity]?.kid;
+      out[identity] = {
+        encrypted: Boolean(member?.encrypting && !member.conflict),
+        state: this.state(identity)[0],
+        // The KID of the last frame that opened, or else the newest key held.
+        keyId: kids.includes(used) ? used : kids.length ? Math.max(...kids) : null,
+        keyIds: kids.sort((a, b) => a - b),
+        safetyNumber: this.enabled && member?.encrypting ? member.safetyNumber : null,
+        verified: this.isVerified(identity),
+      };
+    }
+    return out;
+  }
+
+  close() {
+    this.worker?.terminate();
+    this.worker = null;
+    for (const member of this.members.values()) clearTimeout(member.offTimer);
+  }
+}
+
 class Meeting {
   constructor(token, room) {
     this.token = token;
@@ -145,6 +536,7 @@ class Meeting {
     this.pongsReceived = 0;
     this.timers = [];
     this.pollingFrames = false;
+    this.e2ee = new EndToEnd(this);
   }
 
   start() {
@@ -198,9 +590,17 @@ class Meeting {
         break;
       case "participant_joined":
         this.addParticipant(msg.participant);
+        if (msg.participant?.identity) this.e2ee.onJoined(msg.participant.identity);
         break;
       case "participant_left":
         this.removeParticipant(msg.identity);
+        this.e2ee.onLeft(msg.identity);
+        break;
+      case "e2ee_hello":
+        this.e2ee.onHello(msg.from, msg.public_key);
+        break;
+      case "e2ee_key":
+        this.e2ee.onKey(msg.from, msg.blob);
         break;
       case "track_published":
         this.addSubscription(msg.track);
@@ -230,8 +630,13 @@ class Meeting {
     ui.roomName.textContent = msg.room;
     setStatus(`joined as ${msg.name || msg.identity}${msg.role === "viewer" ? " (viewer)" : ""}`, "ok");
     ui.leave.disabled = false;
+    ui.lock.disabled = !this.e2ee.supported;
 
     this.pc = this.createPeerConnection();
+    // Chromium applies a frame transform only if it is there before media flows, so
+    // every sender and receiver goes through the Worker from the start (frames pass
+    // unchanged until someone turns E2EE on).
+    if (this.e2ee.supported) this.e2ee.ensureWorker();
     // Chat and files: their own channels on their own transport (docs/DATA_CHANNELS.md).
     this.channels = new DataChannels(this.pc, { log: ui.chatLog }, (id) => this.participants.get(id)?.name);
     this.channels.opened.then(() => {
@@ -260,7 +665,9 @@ class Meeting {
   createPeerConnection() {
     // "balanced" + an answer without BUNDLE = one ICE+DTLS transport per m-section,
     // so audio and video never share a transport.
-    const pc = new RTCPeerConnection({ bundlePolicy: "balanced", rtcpMuxPolicy: "require", iceServers: [] });
+    const config = { bundlePolicy: "balanced", rtcpMuxPolicy: "require", iceServers: [] };
+    if (ENCODED_STREAMS) config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
     pc.ontrack = (event) => this.onTrack(event);
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "failed" && this.state === "joined") {
@@ -286,7 +693,9 @@ class Meeting {
     ];
     for (const { track, label } of sources) {
       const transceiver = this.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] });
+      if (track.kind === "video") preferSendVideoCodec(transceiver);
       this.publications.push({ transceiver, label, track });
+      this.e2ee.attachSender(transceiver, track.kind);
     }
 
     this.localTile = createTile(`${name} (you)`, true);
@@ -314,6 +723,7 @@ class Meeting {
     tile.tile.dataset.identity = participant.identity;
     ui.tiles.append(tile.tile);
     this.participants.set(participant.identity, { name, ...tile });
+    this.e2ee.render();
   }
 
   removeParticipant(identity) {
@@ -415,6 +825,7 @@ class Meeting {
       sub.transceiver = pc.addTransceiver(sub.track.kind, { direction: "recvonly" });
       this.trackIdByTransceiver.set(sub.transceiver, trackId);
       if (sub.track.kind === "video") preferLeanVideoCodecs(sub.transceiver);
+      this.e2ee.attachReceiver(sub.transceiver, sub.track);
     }
     if (pc.getTransceivers().length === 0 && !this.channels) return;
 
@@ -531,6 +942,7 @@ class Meeting {
     this.timers = [];
     this.pendingAnswer?.reject(new Error("connection closed"));
     this.pc?.close();
+    this.e2ee.close();
     for (const track of this.localStream?.getTracks() ?? []) track.stop();
     for (const identity of [...this.participants.keys()]) {
       this.participants.get(identity).tile.remove();
@@ -541,6 +953,7 @@ class Meeting {
     ui.mic.disabled = true;
     ui.cam.disabled = true;
     ui.leave.disabled = true;
+    ui.lock.disabled = true;
     ui.chatInput.disabled = true;
     ui.fileInput.disabled = true;
   }
@@ -660,6 +1073,22 @@ function preferLeanVideoCodecs(transceiver) {
   }
 }
 
+/** Publish video as VP8 only: the one video codec frame encryption supports. */
+function preferSendVideoCodec(transceiver) {
+  if (typeof transceiver.setCodecPreferences !== "function") return;
+  const capabilities = RTCRtpReceiver.getCapabilities?.("video");
+  if (!capabilities) return;
+  const codecs = capabilities.codecs.filter((codec) => {
+    const mime = codec.mimeType.toLowerCase();
+    return mime === SEND_VIDEO_CODEC || mime === "video/rtx";
+  });
+  try {
+    if (codecs.some((codec) => codec.mimeType.toLowerCase() === SEND_VIDEO_CODEC)) transceiver.setCodecPreferences(codecs);
+  } catch (err) {
+    console.warn(`keeping default codecs for sending: ${err.message}`);
+  }
+}
+
 let meeting = null;
 
 function join(token, room) {
@@ -686,6 +1115,24 @@ window.sfu = {
     return { ...(meeting?.firstFrameAt ?? {}) };
   },
   participants: () => (meeting ? meeting.participantIdentities() : []),
+  /** End-to-end encryption: this page's state, per member, and frame counters from the Worker. */
+  e2ee: {
+    get enabled() {
+      return Boolean(meeting?.e2ee.enabled);
+    },
+    get allEncrypted() {
+      return Boolean(meeting?.e2ee.allEncrypted());
+    },
+    setEnabled: async (on) => {
+      await meeting?.e2ee.setEnabled(Boolean(on));
+      return Boolean(meeting?.e2ee.enabled);
+    },
+    members: () => meeting?.e2ee.snapshot() ?? {},
+    frames: () => structuredClone(meeting?.e2ee.frames ?? {}),
+    sent: () => ({ ...(meeting?.e2ee.sent ?? {}) }),
+    setVerified: (identity, verified) => meeting?.e2ee.setVerified(identity, verified) ?? false,
+    rotate: () => meeting?.e2ee.rotate(),
+  },
   mediaStats: async () => (meeting ? meeting.mediaStats() : {}),
   transportStats: async () => (meeting ? meeting.transportStats() : []),
   leave: () => meeting?.leave(),
@@ -710,6 +1157,9 @@ window.sfu = {
 ui.mic.addEventListener("click", () => meeting?.toggle("audio", ui.mic, "Mute mic", "Unmute mic"));
 ui.cam.addEventListener("click", () => meeting?.toggle("video", ui.cam, "Camera off", "Camera on"));
 ui.leave.addEventListener("click", () => meeting?.leave());
+ui.lock.addEventListener("click", () => {
+  meeting?.e2ee.setEnabled(!meeting.e2ee.enabled).catch((err) => setStatus(`encryption: ${err.message}`, "error"));
+});
 ui.chatForm.addEventListener("submit", (event) => {
   event.preventDefault();
   if (meeting?.channels?.sendChat(ui.chatInput.value.trim())) ui.chatInput.value = "";
