@@ -292,7 +292,7 @@ class MediaService:
         room_obj = self.rooms.get(room)
         if room_obj is not None:
             now = time.monotonic()
-            room_obj.data.notice(text, now)
+            room_obj.data.notice(text)
             self.media.worker.flush_data(now)
 
     def set_file_limits(self, room: str, limits: FileLimits) -> None:

@@ -258,7 +258,8 @@ class DataEndpoint:
         if stream_id is None or self.closed:
             return False
         channel = "control" if stream_id == self.control else "file"
-        self.transport.worker.counters[f"data_sent_bytes:{channel}"] += len(data)
+        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
+        self.transport.worker.counters[f"data_sent_bytes:{channel}"] += size
         try:
             self.association.send(stream_id, data, time.monotonic())
         except sctp.SctpError as exc:
@@ -358,7 +359,7 @@ class DataRelay:
         if isinstance(message, Chat) and message.ref is not None:
             source.send_json(source.control, {"type": "sent", "id": message.ref, "seq": self._seq})
 
-    def notice(self, text: str, now: float) -> None:
+    def notice(self, text: str) -> None:
         """A message from the server (moderators' notices) to everyone's control channel."""
         for endpoint in list(self.endpoints.values()):
             endpoint.send_json(endpoint.control, {"type": "notice", "text": text})

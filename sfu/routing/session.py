@@ -10,6 +10,7 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sfu.routing.consumer import Consumer
 from sfu.routing.datachannel import (
@@ -160,12 +161,6 @@ def media_class(producer: Producer) -> str:
     if producer.kind == "audio":
         return "audio"
     return "screen" if producer.source == "screen" else "video"
-
-
-def _int_attr(value: str | None, default: int) -> int:
-    if value is None or not value.strip().isdigit():
-        return default
-    return int(value.strip())
 
 
 def _new_id() -> str:
@@ -361,18 +356,7 @@ class Session:
                 warnings.append(("forbidden", refusal))
             return rejected
         transport = self._transport_for(offer, section, mid, bundled, now)
-        answer = AnswerMedia(
-            section.kind,
-            mid,
-            section.proto,
-            self.address.port,
-            ice_ufrag=transport.ice.ufrag,
-            ice_pwd=transport.ice.pwd,
-            fingerprint=f"sha-256 {self.worker.certificate.fingerprint_sha256}",
-            address=self.address.ip,
-            candidates=[self.address.candidate()],
-            cname=self.cname,
-        )
+        answer = self._transport_answer(section, mid, transport, cname=self.cname)
         direction = "inactive" if refusal is not None else section.direction
         if refusal is not None:
             warnings.append(("forbidden", refusal))
@@ -434,12 +418,20 @@ class Session:
                 why = f"mid {mid}: data channels need their own transport"
                 warnings.append(("unsupported", why))
                 return rejected
-            remote_port = _int_attr(section.attr("sctp-port"), 5000)
+            remote_port = section.int_attr("sctp-port", 5000)
             # RFC 8841 section 6: no a=max-message-size means 64 KiB; 0 means no limit.
-            remote_max = _int_attr(section.attr("max-message-size"), 65536) or 2**30
+            remote_max = section.int_attr("max-message-size", 65536) or 2**30
             self.data = DataEndpoint(self, transport, remote_port, remote_max)
             transport.attach_data(self.data)
             self.room.data.attach(self.data)
+        return self._transport_answer(
+            section, mid, transport, sctp_port=5000, max_message_size=MAX_MESSAGE_SIZE
+        )
+
+    def _transport_answer(
+        self, section: MediaSection, mid: str, transport: Transport, **extra: Any
+    ) -> AnswerMedia:
+        """An answer m-section that points at ``transport`` (ICE, DTLS, candidate)."""
         return AnswerMedia(
             section.kind,
             mid,
@@ -450,8 +442,7 @@ class Session:
             fingerprint=f"sha-256 {self.worker.certificate.fingerprint_sha256}",
             address=self.address.ip,
             candidates=[self.address.candidate()],
-            sctp_port=5000,
-            max_message_size=MAX_MESSAGE_SIZE,
+            **extra,
         )
 
     @staticmethod

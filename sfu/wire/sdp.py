@@ -65,6 +65,12 @@ class MediaSection:
     def has(self, name: str) -> bool:
         return any(key == name for key, _ in self.attributes)
 
+    def int_attr(self, name: str, default: int) -> int:
+        """A non-negative integer attribute (a=sctp-port, a=max-message-size), else
+        ``default`` when it is missing or not a number."""
+        value = _int_or((self.attr(name) or "").strip(), -1)
+        return default if value < 0 else value
+
     @property
     def mid(self) -> str | None:
         return self.attr("mid")

@@ -1,15 +1,18 @@
-"""Fixtures for browser tests: a real SFU server process and one headless Chromium."""
+"""Fixtures for end-to-end tests: a real SFU server process, one headless Chromium, and
+an HTTPS client that trusts the server's development certificate."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 
 from tests.e2e.harness import SfuServer, free_tcp_port, free_udp_port, launch_chromium
+from tests.peers import client_ssl, use_loopback_only
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +29,15 @@ def sfu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SfuServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTPS/WebSocket client session for the module's server (loopback only)."""
+    use_loopback_only()
+    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,8 +15,6 @@ from tests.e2e.harness import SfuServer
 from tests.e2e.test_ws_protocol import Ws, connect, join, recv
 from tests.peers import (
     PatternVideoTrack,
-    client_ssl,
-    use_loopback_only,
     wait_for,
     whep_subscribe,
     whip_publish,
@@ -30,14 +27,6 @@ EVERYTHING_BUT = {
     ]
     for grant in ("publish:audio", "publish:video", "publish:screen", "subscribe")
 }
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 async def sending_offer(kinds: list[str]) -> tuple[RTCPeerConnection, str]:

@@ -8,21 +8,12 @@ import random
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from tests.e2e.harness import SfuServer
-from tests.peers import client_ssl, use_loopback_only, wait_for, whep_subscribe, whip_publish
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
+from tests.peers import wait_for, whep_subscribe, whip_publish
 
 
 def test_tls12_client_is_refused_at_handshake(sfu_server: SfuServer) -> None:

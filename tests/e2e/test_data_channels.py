@@ -7,23 +7,13 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pytest
 
 from benchmarks.loadgen.datamember import DataMember, file_offer, join_data_member, send_file
 from tests.e2e.harness import SfuServer
-from tests.peers import client_ssl, use_loopback_only, wait_for
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
+from tests.peers import wait_for
 
 
 async def member(

@@ -14,11 +14,11 @@ from benchmarks.loadgen.e2ee import (
     wrap_sender_key,
 )
 from tests.e2e.harness import SfuServer
-from tests.e2e.test_ws_protocol import connect, http, join, recv  # noqa: F401
+from tests.e2e.test_ws_protocol import connect, join, recv
 
 
 async def test_keys_reach_only_their_addressee_in_the_room_and_open_only_there(
-    http: aiohttp.ClientSession,  # noqa: F811
+    http: aiohttp.ClientSession,
     sfu_server: SfuServer,
 ) -> None:
     room = "e2ee-relay"

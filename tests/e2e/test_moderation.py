@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,6 @@ from tests.e2e.test_ws_protocol import Ws, connect, expect_closed, join, recv_ty
 from tests.peers import (
     PatternVideoTrack,
     WebRtcClient,
-    client_ssl,
-    use_loopback_only,
     wait_for,
     whep_subscribe,
     whip_publish,
@@ -58,14 +56,6 @@ def sfu_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SfuServer]:
 def keys(sfu_server: SfuServer) -> SigningKeys:
     """The server's signing keys, read from its data directory (tokens minted in-process)."""
     return SigningKeys.load_or_create(sfu_server.data_dir)
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 def mint(

@@ -7,12 +7,12 @@ import asyncio
 import aiohttp
 
 from tests.e2e.harness import SfuServer
-from tests.e2e.test_ws_protocol import connect, expect_closed, http, join  # noqa: F401
+from tests.e2e.test_ws_protocol import connect, expect_closed, join
 
 
 async def test_default_policy_is_written_and_a_reloaded_deny_refuses_join_naming_the_rule(
     sfu_server: SfuServer,
-    http: aiohttp.ClientSession,  # noqa: F811
+    http: aiohttp.ClientSession,
 ) -> None:
     policies = sfu_server.data_dir / "policies"
     assert (policies / "default.policy").exists()

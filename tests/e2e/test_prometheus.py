@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.harness import SfuServer, free_tcp_port, free_udp_port
-from tests.peers import client_ssl, use_loopback_only, wait_for, whep_subscribe, whip_publish
+from tests.peers import wait_for, whep_subscribe, whip_publish
 
 PROMETHEUS_PATH = Path("/usr/bin/prometheus")
 DASHBOARD = Path(__file__).resolve().parents[2] / "docker" / "grafana" / "dashboards" / "sfu.json"
@@ -155,14 +155,6 @@ def prometheus(
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 @pytest.fixture

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from signaling.tokens import SigningKeys
 from tests.e2e.harness import SfuServer
-from tests.peers import client_ssl, use_loopback_only, wait_for, whep_subscribe, whip_publish
+from tests.peers import wait_for, whep_subscribe, whip_publish
 
 OFFER_HEADERS = {"Content-Type": "application/sdp"}
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    use_loopback_only()
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 def base(server: SfuServer) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -13,16 +12,8 @@ import pytest
 
 from signaling.tokens import SigningKeys
 from tests.e2e.harness import SfuServer
-from tests.peers import client_ssl
 
 Ws = aiohttp.ClientWebSocketResponse
-
-
-@pytest.fixture
-async def http(sfu_server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(ssl=client_ssl(sfu_server.cert_path))
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 async def connect(http: aiohttp.ClientSession, server: SfuServer) -> Ws:
