@@ -1,6 +1,7 @@
 """Is a file flood isolated from a call? The same call measured without and with one.
 
-    python -m benchmarks.isolation [--subscribers 10] [--seconds 10] [--runs 1] [--json F]
+    python -m benchmarks.isolation [--subscribers 10] [--seconds 10] [--runs 1]
+        [--data-channels process|inline] [--json F]
 
 One self-started server on loopback. Each run measures the call (1 publisher with
 audio and 1.5 Mbit/s video, --subscribers viewers, benchmarks/loadgen) twice: alone,
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen.runner import LoadSpec, run_load
-from benchmarks.loadgen.server import REPO_ROOT, SfuUnderTest
+from benchmarks.loadgen.server import REPO_ROOT, SfuUnderTest, cpu_seconds
 
 FLOOD_START_TIMEOUT_S = 60.0
 FLOOD_STOP_TIMEOUT_S = 60.0
@@ -83,12 +84,36 @@ def _figures(call: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _children_cpu_s(pid: int) -> float:
+    """CPU seconds of the server's child processes (the data channel process)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                total += cpu_seconds(int(child))
+            except OSError:
+                pass  # ended meanwhile
+    return total
+
+
+def _measured_call(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
+    assert server.pid is not None
+    cpu_before, started = _children_cpu_s(server.pid), time.monotonic()
+    figures = _figures(_call(server, subscribers, seconds))
+    elapsed = time.monotonic() - started
+    # Over the whole call (connect and warm-up included): a lower bound of its rate.
+    figures["data_process_cpu_percent"] = round(
+        100 * (_children_cpu_s(server.pid) - cpu_before) / elapsed, 1
+    )
+    return figures
+
+
 def run_once(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
-    alone = _figures(_call(server, subscribers, seconds))
+    alone = _measured_call(server, subscribers, seconds)
     # The flood outlives the call's connect, warm-up and window; it is stopped after.
     flood = _flood(server, seconds * 10 + 120)
     try:
-        flooded = _figures(_call(server, subscribers, seconds))
+        flooded = _measured_call(server, subscribers, seconds)
     finally:
         data = _stop_flood(flood)
 
@@ -115,8 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--data-channels",
+        choices=["process", "inline"],
+        default="process",
+        help="where the server runs data channels (sfu serve --data-channels)",
+    )
     args = parser.parse_args(argv)
-    server = SfuUnderTest.self_started_default(["--metrics-port", "0"])
+    server = SfuUnderTest.self_started_default(
+        ["--metrics-port", "0", "--data-channels", args.data_channels]
+    )
     server.start()
     try:
         runs = [run_once(server, args.subscribers, args.seconds) for _ in range(args.runs)]
@@ -137,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return round(statistics.median(values), 3) if values else None
 
     summary = {
+        "data_channels": args.data_channels,
         "runs": runs,
         "median": {
             "audio_p99_ratio": median(("ratio", "audio_p99_us")),

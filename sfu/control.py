@@ -9,9 +9,20 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from sfu.io.datalink import DataLink
 from sfu.io.datapath import DatapathUnavailable
+from sfu.io.filestore import FileStore
 from sfu.io.udp import MediaPort
+from sfu.routing.connection_stats import (
+    ConnectionStats,
+    IceEndpoint,
+    PublishedTrackStats,
+    ReceivedTrackStats,
+    TransportStats,
+    describe_connection,
+)
 from sfu.routing.datachannel import Authorizer, FileLimits, Reporter
 from sfu.routing.room import Room
 from sfu.routing.session import MediaAddress, Session, SessionPolicy, media_class, parse_offer
@@ -24,6 +35,7 @@ from sfu.routing.stats import (
 )
 from sfu.routing.transport import PEER_CLOSED, Transport
 from sfu.routing.types import (
+    FilesDeleted,
     MediaError,
     MidIntent,
     NegotiationResult,
@@ -39,9 +51,12 @@ from sfu.routing.types import (
 
 __all__ = [
     "Authorizer",
+    "ConnectionStats",
     "DatapathUnavailable",
     "FileLimits",
+    "FilesDeleted",
     "HistogramSnapshot",
+    "IceEndpoint",
     "MetricsSnapshot",
     "MediaError",
     "MediaService",
@@ -51,6 +66,8 @@ __all__ = [
     "ParticipantInfo",
     "ParticipantJoined",
     "ParticipantLeft",
+    "PublishedTrackStats",
+    "ReceivedTrackStats",
     "Reporter",
     "RoomEvent",
     "SessionClosed",
@@ -59,6 +76,7 @@ __all__ = [
     "TrackPublished",
     "TrackState",
     "TrackUnpublished",
+    "TransportStats",
 ]
 
 # What a mute (and a publish grant) names: audio, camera video, screen share.
@@ -136,8 +154,27 @@ class MediaService:
         announced_ip: str,
         silence_timeout_s: float = 30.0,
         datapath: str = "auto",
+        data_channels: str = "inline",
+        data_port: int = 0,
+        files_dir: Path | None = None,
+        files_budget: int = 1 << 30,
     ) -> None:
+        """``data_channels``: "process" serves them from a process of their own on
+        ``data_port`` (sfu/io/datalink.py), "inline" on the media port."""
+        if data_channels not in ("inline", "process"):
+            raise ValueError(f"data_channels must be inline or process, not {data_channels!r}")
         self.media = MediaPort(bind_host, media_port, silence_timeout_s, datapath)
+        # Files rooms keep for later members (rooms.toml keep_files), under files_dir.
+        self.file_store: FileStore | None = None
+        self.data_link: DataLink | None = None
+        if data_channels == "process":
+            self.data_link = DataLink(
+                bind_host, data_port, silence_timeout_s, files_dir=files_dir,
+                files_budget=files_budget,
+            )  # fmt: skip
+            self.data_link.on_room_event = self._observe
+        elif files_dir is not None:
+            self.file_store = FileStore(files_dir, files_budget)
         self.announced_ip = announced_ip
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, Session] = {}
@@ -149,11 +186,24 @@ class MediaService:
 
     async def start(self) -> None:
         await self.media.start()
+        if self.data_link is not None:
+            await self.data_link.start()
+            self.data_link.on_closed = self._on_media_ended
+            self.media.worker.data_host = self.data_link
 
     async def stop(self) -> None:
         for session in list(self.sessions.values()):
             self.close_session(session.session_id, "server shutting down")
+        if self.data_link is not None:
+            await self.data_link.stop()
+        if self.file_store is not None:
+            self.file_store.close()
         await self.media.stop()
+
+    @property
+    def data_port(self) -> int:
+        """The UDP port of the data channels (the media port when they run inline)."""
+        return self.data_link.port if self.data_link is not None else self.media.port
 
     @property
     def media_port(self) -> int:
@@ -175,6 +225,7 @@ class MediaService:
         room_obj = self.rooms.get(room)
         if room_obj is None:
             room_obj = self.rooms[room] = Room(room, self._observe)
+            room_obj.data.kept.store = self.file_store
         if policy.announce:
             previous = room_obj.find_member(identity)
             if previous is not None:
@@ -294,12 +345,16 @@ class MediaService:
             now = time.monotonic()
             room_obj.data.notice(text)
             self.media.worker.flush_data(now)
+            if self.data_link is not None:
+                self.data_link.notice(room, text)
 
     def set_file_limits(self, room: str, limits: FileLimits) -> None:
         """The largest file and the media types a room's file channel accepts."""
         room_obj = self.rooms.get(room)
         if room_obj is not None:
             room_obj.data.limits = limits
+            if self.data_link is not None:
+                self.data_link.set_limits(room, limits)
 
     def session_tracks(self, session_id: str) -> list[TrackState]:
         """The tracks a session publishes, with their mute state."""
@@ -311,8 +366,20 @@ class MediaService:
             for p in session.producers.values()
         ]
 
+    def connection_stats(self, session_id: str) -> ConnectionStats:
+        """What the server knows of one session's connection: its transports (ICE
+        pair, DTLS, SRTP profile) and per-track counters. Read-only and cheap; the
+        caller bounds how often it asks. MediaError "not_found" for an unknown session."""
+        session = self.sessions.get(session_id)
+        if session is None or session.closed:
+            raise MediaError("not_found", "no such session")
+        return describe_connection(session, time.monotonic())
+
     def _on_transport_closed(self, transport: Transport, reason: str) -> None:
-        session = self.sessions.get(transport.owner_id)
+        self._on_media_ended(transport.owner_id, reason)
+
+    def _on_media_ended(self, session_id: str, reason: str) -> None:
+        session = self.sessions.get(session_id)
         if session is None or session.closed or reason == "m-section closed":
             return
         # A dead transport (timeout, DTLS failure, fingerprint mismatch) ends the session.
@@ -325,6 +392,8 @@ class MediaService:
         """A consistent read of every media-plane counter (cheap; call per scrape)."""
         worker = self.media.worker
         counters = worker.counters.copy()
+        if self.data_link is not None:
+            counters.update(self.data_link.counters)  # adds: DTLS, data channels
         # The datapath counts what it drops while sending (native: in C).
         errors = getattr(worker.datapath, "errors", {})
         counters["srtp_protect_failed"] += errors.get("protect", 0)
@@ -359,7 +428,9 @@ class MediaService:
         return self.media.worker.datapath.name
 
     def stats(self) -> dict[str, int]:
-        counters = dict(self.media.worker.counters)
+        counters = self.media.worker.counters.copy()
+        if self.data_link is not None:
+            counters.update(self.data_link.counters)
         counters["datagrams_out"] = counters.get("datagrams_out", 0) + self._native_datagrams_out()
         counters["rooms"] = len(self.rooms)
         counters["sessions"] = len(self.sessions)

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from sfu.control import (
+    FilesDeleted,
     MediaService,
     ParticipantJoined,
     ParticipantLeft,
@@ -92,6 +93,9 @@ def audit_room_event(audit: AuditLog, room_key: str, event: RoomEvent) -> None:
         )  # fmt: skip
     elif isinstance(event, TrackUnpublished):
         audit.record("unpublish", event.identity, room, tenant=tenant, track_id=event.track_id)
+    elif isinstance(event, FilesDeleted):
+        files = list(event.files)
+        audit.record("files_deleted", "sfu", room, tenant=tenant, reason=event.reason, files=files)
 
 
 async def _index(request: web.Request) -> web.FileResponse:
@@ -122,7 +126,7 @@ def create_app(
 
     async def on_startup(app: web.Application) -> None:
         await media.start()
-        audit.record("server_start", "sfu", media_port=media.media_port)
+        audit.record("server_start", "sfu", media_port=media.media_port, data_port=media.data_port)
         app[READY] = True
 
     async def on_cleanup(app: web.Application) -> None:

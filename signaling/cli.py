@@ -69,6 +69,25 @@ def _parser() -> argparse.ArgumentParser:
         help="per-packet path: native (Cython, when built), python, or auto (native if built)",
     )
     serve.add_argument(
+        "--data-channels",
+        choices=["process", "inline"],
+        default=_env("DATA_CHANNELS", "process"),
+        help="control and file channels in a process of their own (at a lower CPU priority"
+        " than media) or inline on the media port",
+    )
+    serve.add_argument(
+        "--data-port",
+        type=int,
+        default=int(_env("DATA_PORT", "-1")),
+        help="UDP port of the data channel process (default: media port + 1, or any if that is 0)",
+    )
+    serve.add_argument(
+        "--files-budget-mb",
+        type=int,
+        default=int(_env("FILES_BUDGET_MB", "1024")),
+        help="disk the files that rooms keep for later members may take, in MiB (all rooms)",
+    )
+    serve.add_argument(
         "--metrics-port",
         type=int,
         default=int(_env("METRICS_PORT", "9464")),
@@ -242,8 +261,19 @@ def _serve(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
+        data_port = args.data_port
+        if data_port < 0:
+            data_port = args.media_port + 1 if args.media_port else 0
         media = MediaService(
-            media_host, args.media_port, announced, args.media_timeout, args.datapath
+            media_host,
+            args.media_port,
+            announced,
+            args.media_timeout,
+            args.datapath,
+            args.data_channels,
+            data_port,
+            files_dir=data_dir / "files",
+            files_budget=args.files_budget_mb * 1024 * 1024,
         )
     except DatapathUnavailable as exc:
         log.error("%s", exc)
@@ -273,13 +303,18 @@ def _serve(args: argparse.Namespace) -> int:
                 media, args.metrics_host, args.metrics_port, app[GUARD]
             )
         log.info(
-            "listening url=%s media_port=%d datapath=%s cert=%s",
+            "listening url=%s media_port=%d data_port=%d datapath=%s cert=%s",
             url,
             media.media_port,
+            media.data_port,
             media.datapath,
             cert,
         )
-        print(f"SFU ready at {url}  (media udp/{media.media_port}, certificate {cert})", flush=True)
+        print(
+            f"SFU ready at {url}  (media udp/{media.media_port}, data channels"
+            f" udp/{media.data_port}, certificate {cert})",
+            flush=True,
+        )
         print(
             f"Join link: {url}#token=$(.venv/bin/sfu token --data-dir {data_dir} "
             "--room demo --identity alice)",

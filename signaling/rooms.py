@@ -44,6 +44,11 @@ class RoomSettings:
     file_types: tuple[str, ...] = ()
     # The file channel's quota per sender, in kbit/s (protects audio and video).
     file_kbps: int = 8_000
+    # Keep files sent to the whole room for members who join later (encrypted at
+    # rest, sfu/io/filestore.py), until the meeting ends or, when not 0, for at most
+    # file_retention_s seconds.
+    keep_files: bool = False
+    file_retention_s: int = 0
 
 
 _MAX_LABELS = 32
@@ -75,6 +80,9 @@ def _settings(table: object, where: str, base: RoomSettings) -> RoomSettings:
         elif key == "file_kbps":
             if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 10**7:
                 raise RoomSettingsError(f"{where}.file_kbps must be 1 to 10000000")
+        elif key == "file_retention_s":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 604_800:
+                raise RoomSettingsError(f"{where}.file_retention_s must be 0 to 604800 seconds")
         elif key == "file_types":
             if (
                 not isinstance(value, list)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import re
+import ssl
 import time
 from typing import Any
 
@@ -69,6 +70,21 @@ class ProtocolError(Exception):
         self.close_code = close_code
 
 
+def signaling_tls(request: web.Request) -> dict[str, Any]:
+    """The TLS under this WebSocket as the server negotiated it (nulls over plain TCP,
+    e.g. behind a TLS-terminating proxy)."""
+    transport = request.transport
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    if not isinstance(tls, ssl.SSLObject | ssl.SSLSocket):
+        return {"tls_version": None, "tls_cipher": None, "alpn": None}
+    cipher = tls.cipher()
+    return {
+        "tls_version": tls.version(),
+        "tls_cipher": cipher[0] if cipher else None,
+        "alpn": tls.selected_alpn_protocol(),
+    }
+
+
 def _event_json(event: RoomEvent) -> dict[str, Any]:
     if isinstance(event, ParticipantJoined):
         return {"type": "participant_joined", "participant": event.participant.to_json()}
@@ -82,7 +98,9 @@ def _event_json(event: RoomEvent) -> dict[str, Any]:
             "track_id": event.track_id,
             "identity": event.identity,
         }
-    return {"type": "error", "code": "session_closed", "message": event.reason}
+    if isinstance(event, SessionClosed):
+        return {"type": "error", "code": "session_closed", "message": event.reason}
+    raise ValueError(f"{type(event).__name__} is not for members")  # FilesDeleted: audit only
 
 
 def _parse_intents(raw: object) -> tuple[dict[str, MidIntent], dict[str, str]]:
@@ -187,6 +205,8 @@ class Connection:
         self.guard: SourceGuard | None = None
         self._messages: TokenBucket | None = None
         self._refused_in_row = 0
+        # This socket's TLS (signaling_tls), for connection_stats; handle_websocket sets it.
+        self.tls: dict[str, Any] = {"tls_version": None, "tls_cipher": None, "alpn": None}
 
     # Room events arrive synchronously from the media plane; the writer task sends them.
     def on_event(self, event: RoomEvent) -> None:
@@ -350,6 +370,7 @@ class Connection:
             "offer": self._on_offer,
             "leave": self._on_leave,
             "ping": self._on_ping,
+            "connection_stats": self._on_connection_stats,
             "e2ee_hello": self._on_e2ee,
             "e2ee_key": self._on_e2ee,
         }.get(kind)
@@ -413,7 +434,13 @@ class Connection:
         self.session_id = session.session_id
         self.media.set_file_limits(
             access.room_key,
-            FileLimits(settings.max_file_bytes, settings.file_types, settings.file_kbps * 1000),
+            FileLimits(
+                settings.max_file_bytes,
+                settings.file_types,
+                settings.file_kbps * 1000,
+                keep=settings.keep_files,
+                retention_s=settings.file_retention_s or None,
+            ),
         )
         self.media.set_data_access(session.session_id, self._authorize_data, self._report_data)
         if self.moderation is not None:
@@ -581,6 +608,24 @@ class Connection:
     def _on_ping(self, message: dict[str, Any]) -> None:
         self.send({"type": "pong"})
 
+    def _on_connection_stats(self, message: dict[str, Any]) -> None:
+        """This participant's own connection as the server sees it: the signaling TLS,
+        and per transport the ICE pair, DTLS, SRTP profile and per-track counters.
+        Only ever the requester's own session (no other member's addresses); the
+        message rate limit bounds how often it is asked."""
+        session_id = self._require_session()
+        try:
+            stats = self.media.connection_stats(session_id)
+        except MediaError as exc:
+            raise ProtocolError("not_joined", f"no media session ({exc.message})") from exc
+        self.send(
+            {
+                "type": "connection_stats",
+                "signaling": {**self.tls, "remote": self.remote},
+                **stats.to_json(),
+            }
+        )
+
     def _on_e2ee(self, message: dict[str, Any]) -> None:
         """Relay an end-to-end encryption message (docs/E2EE.md): an identity public key
         to the room (or one member), or a sender key wrapped for one member. The
@@ -637,6 +682,7 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         connection = Connection(ws, app[MEDIA], app[KEYS], app[ROOMS], app[AUDIT], remote)
         connection.guard = guard
+        connection.tls = signaling_tls(request)
         connection.moderation = app.get(MODERATION)
         connection.policy = app[POLICY]  # required: no engine fails closed
         await connection.run()

@@ -15,6 +15,9 @@ Three building blocks, none of which the SFU ever runs:
   can open none of it.
 * Safety numbers: 60 digits from the two identity public keys, the same on both
   sides, for people to compare out of band.
+* Chat and files: sealed under the same sender keys, with a data key and salt derived
+  from the base key under labels of their own, so data never shares a nonce space
+  with frames (docs/E2EE.md, "Chat and files").
 
 Time is passed in (``now`` in seconds), never read here, so the key schedules are
 exact under test.
@@ -25,8 +28,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
+import math
 import os
 import struct
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -63,6 +69,17 @@ MAX_IDENTITY_BYTES = 1024
 SAFETY_NUMBER_LABEL = b"sfu-e2ee v1 safety number"
 SAFETY_NUMBER_GROUPS = 12
 SAFETY_NUMBER_GROUP_DIGITS = 5
+
+# Chat and files (docs/E2EE.md, "Chat and files").
+DATA_KEY_LABEL = b"sfu-e2ee v1 data key "
+DATA_SALT_LABEL = b"sfu-e2ee v1 data salt "
+CHAT_CONTEXT_LABEL = b"sfu-e2ee v1 chat"
+FILE_OFFER_CONTEXT_LABEL = b"sfu-e2ee v1 file offer"
+FILE_CHUNK_CONTEXT_LABEL = b"sfu-e2ee v1 file chunk"
+MAX_SEALED_CHAT_BYTES = 8192  # UTF-8 bytes of one encrypted chat message
+SEALED_CHUNK_PLAIN = 16 * 1024 - 64  # plaintext bytes per file chunk (the last: fewer)
+FILE_TID_BYTES = 16
+MAX_FILE_NAME_CHARS = 255
 
 _SFRAME_KEY_LABEL = b"SFrame 1.0 Secret key "
 _SFRAME_SALT_LABEL = b"SFrame 1.0 Secret salt "
@@ -127,6 +144,12 @@ class BadPublicKey(E2EEError):
     """An identity public key that is not 32 bytes or gives an all-zero secret."""
 
     code = "bad_public_key"
+
+
+class BadSealed(E2EEError):
+    """A sealed chat or file offer that opened but does not hold what it must."""
+
+    code = "bad_sealed"
 
 
 # ---------------------------------------------------------------- SFrame header
@@ -209,20 +232,40 @@ def derive_key_salt(kid: int, base_key: bytes) -> tuple[bytes, bytes]:
     )
 
 
+def data_labels(kid: int) -> tuple[bytes, bytes]:
+    """(data key label, data salt label) for ``kid``: chat and files, never frames."""
+    suffix = _KID_SUITE.pack(kid, CIPHER_SUITE)
+    return DATA_KEY_LABEL + suffix, DATA_SALT_LABEL + suffix
+
+
+def derive_data_key_salt(kid: int, base_key: bytes) -> tuple[bytes, bytes]:
+    """(data_key, data_salt) for ``kid`` from ``base_key``: as derive_key_salt, with the
+    data labels, so the data nonce space is apart from the frames' under the same key."""
+    if not 0 <= kid <= MAX_KID:
+        raise ValueError(f"kid out of range: {kid}")
+    key_label, salt_label = data_labels(kid)
+    return (
+        _hkdf_sha256(base_key, key_label, KEY_BYTES),
+        _hkdf_sha256(base_key, salt_label, NONCE_BYTES),
+    )
+
+
 def sframe_nonce(salt: bytes, ctr: int) -> bytes:
     """sframe_salt XOR the CTR as a big-endian AEAD.Nn-byte integer (RFC 9605 4.4.3)."""
     return (int.from_bytes(salt, "big") ^ ctr).to_bytes(NONCE_BYTES, "big")
 
 
 class FrameKey:
-    """The derived AES-GCM key and salt for one (KID, base key)."""
+    """The derived AES-GCM key and salt for one (KID, base key): for frames, or with
+    ``data=True`` for chat and files (another key and salt from the same base key)."""
 
     __slots__ = ("kid", "_aead", "_salt")
 
-    def __init__(self, kid: int, base_key: bytes) -> None:
+    def __init__(self, kid: int, base_key: bytes, *, data: bool = False) -> None:
         if len(base_key) != BASE_KEY_BYTES:
             raise ValueError(f"base key must be {BASE_KEY_BYTES} bytes")
-        key, salt = derive_key_salt(kid, base_key)
+        derive = derive_data_key_salt if data else derive_key_salt
+        key, salt = derive(kid, base_key)
         self.kid = kid
         self._aead = AESGCM(key)
         self._salt = salt
@@ -278,13 +321,15 @@ class SenderKey:
     ever used twice.
     """
 
-    __slots__ = ("kid", "base_key", "_frame_key", "_next_ctr")
+    __slots__ = ("kid", "base_key", "_frame_key", "_next_ctr", "_data_key", "_next_data_ctr")
 
     def __init__(self, kid: int, base_key: bytes) -> None:
         self.kid = kid
         self.base_key = bytes(base_key)
         self._frame_key = FrameKey(kid, self.base_key)
         self._next_ctr = 0
+        self._data_key: FrameKey | None = None
+        self._next_data_ctr = 0
 
     @classmethod
     def generate(cls, kid: int) -> SenderKey:
@@ -314,6 +359,30 @@ class SenderKey:
             raise BadFrame(f"frame of {len(frame)} bytes is shorter than its clear prefix")
         prefix = frame[:prefix_len]
         return prefix + self.encrypt(frame[prefix_len:], prefix)
+
+    @property
+    def data_key(self) -> FrameKey:
+        """The key for chat and files (its own key, salt and CTR space)."""
+        if self._data_key is None:
+            self._data_key = FrameKey(self.kid, self.base_key, data=True)
+        return self._data_key
+
+    @property
+    def next_data_ctr(self) -> int:
+        """The CTR the next sealed chat message or file offer will carry."""
+        return self._next_data_ctr
+
+    def reserve_data_ctrs(self, count: int) -> int:
+        """Take ``count`` consecutive data CTRs (a file: its offer and chunks); the first."""
+        first = self._next_data_ctr
+        if count < 1 or first + count - 1 > MAX_CTR:
+            raise CounterExhausted("sender key's data counter used up; rotate it")
+        self._next_data_ctr = first + count
+        return first
+
+    def seal_data(self, plaintext: bytes, context: bytes) -> bytes:
+        """``SFrame header | ciphertext and tag`` of chat or a file offer, next data CTR."""
+        return self.data_key.seal(self.reserve_data_ctrs(1), context, plaintext)
 
 
 class SenderKeys:
@@ -373,6 +442,11 @@ class SenderKeys:
         self._advance(now)
         return self.current.encrypt_frame(frame, codec)
 
+    def active(self, now: float) -> SenderKey:
+        """The key frames, chat and files use at ``now``."""
+        self._advance(now)
+        return self.current
+
 
 # ---------------------------------------------------------------- receivers
 
@@ -387,6 +461,8 @@ class ReceiverKeyring:
     def __init__(self, *, grace_s: float = KEY_GRACE_S) -> None:
         self.grace_s = grace_s
         self._keys: dict[int, FrameKey] = {}
+        self._base_keys: dict[int, bytes] = {}
+        self._data_keys: dict[int, FrameKey] = {}
         self._retire_at: dict[int, float] = {}
         self._retired_below = 0
 
@@ -406,6 +482,7 @@ class ReceiverKeyring:
         if kid < self._retired_below:
             raise StaleKey(f"key {kid} is older than a retired key")
         self._keys[kid] = FrameKey(kid, base_key)
+        self._base_keys[kid] = bytes(base_key)
 
     def expire(self, now: float) -> None:
         """Drop keys whose grace has run out."""
@@ -413,6 +490,8 @@ class ReceiverKeyring:
             if now >= deadline:
                 del self._retire_at[kid]
                 del self._keys[kid]
+                del self._base_keys[kid]
+                self._data_keys.pop(kid, None)
                 self._retired_below = max(self._retired_below, kid + 1)
 
     def _key_used(self, kid: int, now: float) -> None:
@@ -440,6 +519,21 @@ class ReceiverKeyring:
             raise BadFrame(f"encrypted frame of {len(data)} bytes is too short")
         prefix = data[:prefix_len]
         return prefix + self.decrypt(data[prefix_len:], prefix, now)
+
+    def open_data(self, sealed: bytes, context: bytes, now: float) -> tuple[bytes, FrameKey, int]:
+        """(plaintext, the data key that opened it, CTR) of a sealed chat or file offer."""
+        self.expire(now)
+        kid, ctr, header_len = parse_header(sealed)
+        if kid not in self._keys:
+            raise UnknownKey(f"no key for kid {kid}")
+        data_key = self._data_keys.get(kid)
+        if data_key is None:
+            data_key = self._data_keys[kid] = FrameKey(kid, self._base_keys[kid], data=True)
+        if len(sealed) < header_len + TAG_BYTES:
+            raise DecryptFailed("ciphertext shorter than the tag")
+        plaintext = data_key.open(ctr, sealed[:header_len], context, sealed[header_len:])
+        self._key_used(kid, now)
+        return plaintext, data_key, ctr
 
 
 # ---------------------------------------------------------------- identities
@@ -591,3 +685,166 @@ def hello_message(public_key: bytes, to: str | None = None) -> dict[str, str]:
     if to is not None:
         message["to"] = to
     return message
+
+
+# ---------------------------------------------------------------- chat and files
+
+
+def _length_prefixed_text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("text too long for a context")
+    return struct.pack("!H", len(raw)) + raw
+
+
+def chat_context(to: str | None) -> bytes:
+    """What a sealed chat is bound to: its addressee ("" for the room)."""
+    return CHAT_CONTEXT_LABEL + _length_prefixed_text(to or "")
+
+
+def file_offer_context(plain_size: int, mime: str) -> bytes:
+    """What a sealed file offer is bound to: the clear size and media type."""
+    return FILE_OFFER_CONTEXT_LABEL + struct.pack("!Q", plain_size) + _length_prefixed_text(mime)
+
+
+def file_chunk_context(tid: bytes, index: int) -> bytes:
+    """What chunk ``index`` of transfer ``tid`` is bound to (no reordering, no splicing)."""
+    if len(tid) != FILE_TID_BYTES:
+        raise ValueError(f"transfer id must be {FILE_TID_BYTES} bytes")
+    return FILE_CHUNK_CONTEXT_LABEL + tid + struct.pack("!I", index)
+
+
+def sealed_chunk_count(plain_size: int) -> int:
+    """Chunks of a sealed file of ``plain_size`` bytes."""
+    return math.ceil(plain_size / SEALED_CHUNK_PLAIN)
+
+
+def sealed_file_size(kid: int, offer_ctr: int, plain_size: int) -> int:
+    """Bytes the chunks of a sealed file carry: chunk i has CTR offer_ctr + 1 + i."""
+    count = sealed_chunk_count(plain_size)
+    headers = sum(len(encode_header(kid, offer_ctr + 1 + i)) for i in range(count))
+    return plain_size + headers + count * TAG_BYTES
+
+
+def seal_chat(keys: SenderKeys, text: str, to: str | None, now: float) -> str:
+    """The ``sealed`` field of an end-to-end encrypted chat message (base64url)."""
+    raw = text.encode("utf-8")
+    if not raw or len(raw) > MAX_SEALED_CHAT_BYTES:
+        raise ValueError(f"a chat message is 1 to {MAX_SEALED_CHAT_BYTES} bytes")
+    return b64encode(keys.active(now).seal_data(raw, chat_context(to)))
+
+
+def open_chat(keyring: ReceiverKeyring, sealed: str, to: str | None, now: float) -> str:
+    """The text of a sealed chat from the keyring's owner; E2EEError if it does not open."""
+    plaintext, _, _ = keyring.open_data(b64decode(sealed), chat_context(to), now)
+    try:
+        return plaintext.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadSealed("chat is not UTF-8") from None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingFile:
+    """A file being sent sealed: its offer's fields, and the key its chunks use."""
+
+    key: SenderKey
+    offer_ctr: int
+    tid: bytes
+    plain_size: int
+    mime: str
+    sealed: str
+
+    @property
+    def size(self) -> int:
+        """The ciphertext bytes the chunks carry (the offer's ``size``)."""
+        return sealed_file_size(self.key.kid, self.offer_ctr, self.plain_size)
+
+    def offer(self, file_id: str, to: str | None = None) -> dict[str, object]:
+        """The ``file_offer`` message (docs/DATA_CHANNELS.md) for this file."""
+        message: dict[str, object] = {
+            "type": "file_offer", "id": file_id, "size": self.size,
+            "plain_size": self.plain_size, "mime": self.mime, "sealed": self.sealed,
+        }  # fmt: skip
+        if to is not None:
+            message["to"] = to
+        return message
+
+    def seal_chunk(self, index: int, plaintext: bytes) -> bytes:
+        """Chunk ``index`` (``SEALED_CHUNK_PLAIN`` bytes of the file at index times that)."""
+        if not 0 <= index < sealed_chunk_count(self.plain_size):
+            raise ValueError(f"no chunk {index} in a file of {self.plain_size} bytes")
+        context = file_chunk_context(self.tid, index)
+        return self.key.data_key.seal(self.offer_ctr + 1 + index, context, plaintext)
+
+    def chunks(self, data: bytes) -> list[bytes]:
+        """Every sealed chunk of ``data`` (the file this offer announced), in order."""
+        if len(data) != self.plain_size:
+            raise ValueError("not the file this offer announced")
+        step = SEALED_CHUNK_PLAIN
+        return [self.seal_chunk(i, data[i * step : (i + 1) * step])
+                for i in range(sealed_chunk_count(self.plain_size))]  # fmt: skip
+
+
+def seal_file(keys: SenderKeys, name: str, data: bytes, mime: str, now: float) -> OutgoingFile:
+    """Seal a file's name and SHA-256 and reserve the CTRs of its offer and chunks."""
+    if not name or len(name) > MAX_FILE_NAME_CHARS:
+        raise ValueError(f"a file name is 1 to {MAX_FILE_NAME_CHARS} characters")
+    key = keys.active(now)
+    tid = os.urandom(FILE_TID_BYTES)
+    manifest = json.dumps(
+        {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "tid": b64encode(tid)},
+        separators=(",", ":"), ensure_ascii=False,
+    ).encode("utf-8")  # fmt: skip
+    offer_ctr = key.reserve_data_ctrs(1 + sealed_chunk_count(len(data)))
+    sealed = key.data_key.seal(offer_ctr, file_offer_context(len(data), mime), manifest)
+    return OutgoingFile(key, offer_ctr, tid, len(data), mime, b64encode(sealed))
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFile:
+    """A sealed file offer that opened: its name and SHA-256, and how to open its chunks.
+
+    It keeps the data key the offer used: every chunk of the transfer is under it, even
+    if the sender rotates (and the keyring retires that key) while the file is moving.
+    """
+
+    name: str
+    sha256: str
+    tid: bytes
+    plain_size: int
+    mime: str
+    kid: int
+    offer_ctr: int
+    key: FrameKey
+
+    def open_chunk(self, index: int, data: bytes) -> bytes:
+        """The plaintext of chunk ``index``; DecryptFailed if it is not that chunk."""
+        kid, ctr, header_len = parse_header(data)
+        if kid != self.kid or ctr != self.offer_ctr + 1 + index:
+            raise DecryptFailed(f"chunk {index} is not in its place")
+        if len(data) < header_len + TAG_BYTES:
+            raise DecryptFailed("ciphertext shorter than the tag")
+        context = file_chunk_context(self.tid, index)
+        return self.key.open(ctr, data[:header_len], context, data[header_len:])
+
+
+def open_file_offer(
+    keyring: ReceiverKeyring, sealed: str, plain_size: int, mime: str, now: float
+) -> IncomingFile:
+    """Open the ``sealed`` field of a relayed file offer from the keyring's owner."""
+    manifest, key, ctr = keyring.open_data(
+        b64decode(sealed), file_offer_context(plain_size, mime), now
+    )
+    try:
+        fields = json.loads(manifest.decode("utf-8"))
+        name, digest, tid = fields["name"], fields["sha256"], b64decode(fields["tid"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, E2EEError):
+        raise BadSealed("file offer does not hold a name, SHA-256 and transfer id") from None
+    if (
+        not isinstance(name, str) or not 0 < len(name) <= MAX_FILE_NAME_CHARS
+        or "/" in name or "\\" in name or name in (".", "..")
+        or not isinstance(digest, str) or len(digest) != 64
+        or digest.strip("0123456789abcdef") or len(tid) != FILE_TID_BYTES
+    ):  # fmt: skip
+        raise BadSealed("file offer holds a bad name, SHA-256 or transfer id")
+    return IncomingFile(name, digest, tid, plain_size, mime, key.kid, ctr, key)

@@ -207,6 +207,8 @@ class SfuUnderTest(ServerProcess):
             str(self.data_dir),
             *self.extra_args,
         ]
+        if "--data-port" not in self.extra_args:
+            command += ["--data-port", "0"]  # media port + 1 may be taken
         self.log_path = self.data_dir / "server.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:

@@ -148,6 +148,7 @@ class DtlsServer:
         self.keys: SrtpKeys | None = None
         self.failure: str | None = None
         self.cipher: str | None = None
+        self.version: str | None = None  # "DTLSv1.2", once connected
         self._conn = SSL.Connection(context, None)
         self._conn.set_accept_state()
         self._conn.set_ciphertext_mtu(DTLS_MTU)
@@ -219,6 +220,7 @@ class DtlsServer:
             self._fail("no SRTP profile negotiated")
             return
         self.cipher = self._conn.get_cipher_name()
+        self.version = self._conn.get_protocol_version_name()
         if profile is None:  # a data-channel transport needs no SRTP keys
             self.state = DtlsState.CONNECTED
             return

@@ -19,10 +19,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sfu.proto import sctp
 from sfu.proto.dcep import PPID_STRING
+from sfu.routing.keptfiles import KeptFiles
 from sfu.wire import datamsg
 from sfu.wire.datamsg import (
     Chat,
@@ -35,7 +36,7 @@ from sfu.wire.datamsg import (
 )
 
 if TYPE_CHECKING:
-    from sfu.routing.session import Session
+    from sfu.io.filestore import StoredFile
     from sfu.routing.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ class FileLimits:
     # The file channel's quota: bytes per second one sender may push through the
     # relay. It keeps a file flood from taking the CPU that audio and video need.
     rate_bps: int = 8_000_000
+    # Keep files sent to the whole room for later joiners (sfu/io/filestore.py), until
+    # the room empties or for at most retention_s seconds.
+    keep: bool = False
+    retention_s: float | None = None
 
     def allows_type(self, mime: str) -> bool:
         if not self.types:
@@ -104,13 +109,45 @@ class Transfer:
     stalled_since: float | None = None
     held: int = 0  # bytes not yet released to the sender's window
     checked_at: float = 0.0
+    kept: StoredFile | None = None  # the room keeps this file for later members
+
+
+class DataRoom(Protocol):
+    @property
+    def data(self) -> DataRelay: ...
+
+
+class DataOwner(Protocol):
+    """The session a DataEndpoint belongs to: a routing Session when data channels
+    run in the media process, a HostedSession in the data process (datahost.py)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def room(self) -> DataRoom: ...
+
+    @property
+    def data_authorize(self) -> Authorizer: ...
+
+    @property
+    def data_report(self) -> Reporter: ...
 
 
 class DataEndpoint:
     """One session's SCTP association and its two channels."""
 
     def __init__(
-        self, session: Session, transport: Transport, remote_port: int, remote_max_message: int
+        self, session: DataOwner, transport: Transport, remote_port: int, remote_max_message: int
     ) -> None:
         self.session = session
         self.transport = transport
@@ -206,6 +243,8 @@ class DataEndpoint:
             self.file = event.stream_id
             self.association.set_stream_priority(event.stream_id, FILE_PRIORITY)
             self.association.set_buffered_amount_low_threshold(event.stream_id, FILE_LOW_WATER)
+            if event.ordered and event.max_retransmits is None and event.lifetime_ms is None:
+                self.relay.kept.offer_to(self, time.monotonic())
         else:
             # Only the two channels exist; anything else is closed at once.
             log.info("refused data channel session=%s", self.session.session_id)
@@ -289,12 +328,19 @@ def _text(event: sctp.MessageReceived) -> str:
 class DataRelay:
     """A room's control and file traffic between its members' endpoints."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "") -> None:
+        self.name = name
         self.endpoints: dict[str, DataEndpoint] = {}
         self.transfers: dict[int, Transfer] = {}
         self._next_transfer = 1
         self._seq = 0
         self.limits = FileLimits()
+        self.kept = KeptFiles(self)
+
+    def new_transfer_number(self) -> int:
+        number = self._next_transfer
+        self._next_transfer = self._next_transfer % (2**32 - 1) + 1
+        return number
 
     def attach(self, endpoint: DataEndpoint) -> None:
         self.endpoints[endpoint.session.session_id] = endpoint
@@ -304,6 +350,9 @@ class DataRelay:
             del self.endpoints[endpoint.session.session_id]
         now = time.monotonic()
         self.cancel_all(endpoint, "participant left", now)
+        self.kept.forget(endpoint)
+        if not self.endpoints:
+            self.kept.room_emptied()  # the meeting is over: kept files go
 
     def _members(self, exclude: DataEndpoint) -> list[DataEndpoint]:
         return [
@@ -345,7 +394,12 @@ class DataRelay:
             "ts": int(time.time() * 1000),
         }
         if isinstance(message, Chat):
-            out.update(type="chat", body=message.body)
+            out["type"] = "chat"
+            # End-to-end encrypted: relayed as it came, opaque to the SFU.
+            if message.sealed is not None:
+                out["sealed"] = message.sealed
+            else:
+                out["body"] = message.body
             if message.ref is not None:
                 out["id"] = message.ref
         elif isinstance(message, Reaction):
@@ -376,6 +430,8 @@ class DataRelay:
             self._offer(source, message, now)
         elif isinstance(message, FileReceived):
             transfer = self.transfers.get(message.transfer)
+            if transfer is None and self.kept.on_received(source, message.transfer, message.ok):
+                return
             if transfer is None or source.session.session_id not in transfer.recipients:
                 source.send_error(source.file, "not_found", "no such transfer to you")
                 return
@@ -389,7 +445,8 @@ class DataRelay:
         elif isinstance(message, FileCancel):
             transfer = self.transfers.get(message.transfer)
             if transfer is None:
-                source.send_error(source.file, "not_found", "no such transfer")
+                if not self.kept.on_cancel(source, message.transfer):
+                    source.send_error(source.file, "not_found", "no such transfer")
             elif transfer.sender is source:
                 self._end(transfer, "cancelled by the sender", now)
             elif source.session.session_id in transfer.recipients:
@@ -412,7 +469,7 @@ class DataRelay:
         if why is not None:
             refuse("forbidden", why)
             return
-        if offer.size > self.limits.max_bytes:
+        if offer.file_bytes > self.limits.max_bytes:
             refuse("file_too_large", f"files here are at most {self.limits.max_bytes} bytes")
             return
         if not self.limits.allows_type(offer.mime):
@@ -429,21 +486,25 @@ class DataRelay:
         if not recipients:
             refuse("no_recipients", "nobody here may receive this file")
             return
-        number = self._next_transfer
-        self._next_transfer = self._next_transfer % (2**32 - 1) + 1
+        number = self.new_transfer_number()
         transfer = Transfer(number, source, offer, recipients, now, checked_at=now)
         self.transfers[number] = transfer
         source.transfers[number] = transfer
-        announce = {
+        announce: dict[str, Any] = {
             "type": "file_offer", "transfer": number, "id": offer.file_id, "from": source.identity,
-            "name": offer.name, "size": offer.size, "mime": offer.mime, "sha256": offer.sha256,
+            "size": offer.size, "mime": offer.mime,
         }  # fmt: skip
+        if offer.sealed is not None:  # end-to-end encrypted: name and hash are inside
+            announce.update(sealed=offer.sealed, plain_size=offer.plain_size)
+        else:
+            announce.update(name=offer.name, sha256=offer.sha256)
+        kept = self.kept.begin(transfer, announce, now)
         for endpoint in recipients.values():
             endpoint.send_json(endpoint.file, announce)
         source.send_json(
             source.file,
             {"type": "file_accepted", "id": offer.file_id, "transfer": number,
-             "recipients": sorted(e.identity for e in recipients.values())},
+             "recipients": sorted(e.identity for e in recipients.values()), "kept": kept},
         )  # fmt: skip
         if offer.size == 0:
             self._complete_upload(transfer)
@@ -470,12 +531,14 @@ class DataRelay:
         transfer.relayed += len(payload)
         for endpoint in transfer.recipients.values():
             endpoint.send_binary(endpoint.file, data)
+        self.kept.chunk(transfer, payload)
         transfer.held += size
         self._release(transfer, now)
         if transfer.relayed == transfer.offer.size:
             self._complete_upload(transfer)
 
     def _complete_upload(self, transfer: Transfer) -> None:
+        self.kept.uploaded(transfer)
         for endpoint in transfer.recipients.values():
             done = {"type": "file_complete", "transfer": transfer.number}
             endpoint.send_json(endpoint.file, done)
@@ -507,8 +570,11 @@ class DataRelay:
     def on_drained(self, now: float) -> None:
         for transfer in list(self.transfers.values()):
             self._release(transfer, now)
+        if self.kept.replays:
+            self.kept.pump(now)
 
     def on_timer(self, now: float) -> None:
+        self.kept.on_timer(now)
         for transfer in list(self.transfers.values()):
             self._release(transfer, now)
             if now - transfer.checked_at >= RECHECK_S:
@@ -575,14 +641,16 @@ class DataRelay:
     def _finish(self, transfer: Transfer, result: str) -> None:
         if self.transfers.pop(transfer.number, None) is None:
             return
+        self.kept.ended(transfer)
         transfer.sender.transfers.pop(transfer.number, None)
         outcome = "complete" if result == "complete" else "ended"
         transfer.sender.transport.worker.counters[f"file_transfers:{outcome}"] += 1
         offer = transfer.offer
         transfer.sender.session.data_report(
             "file_transfer",
-            {"result": result, "name": offer.name, "size": offer.size, "mime": offer.mime,
-             "sha256": offer.sha256, "relayed": transfer.relayed,
+            {"result": result, "name": offer.name, "size": offer.file_bytes, "mime": offer.mime,
+             "sha256": offer.sha256, "sealed": offer.sealed is not None,
+             "relayed": transfer.relayed,
              "recipients": dict(sorted(transfer.outcome.items()))},
         )  # fmt: skip
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sfu.routing.datachannel import DataRelay
 from sfu.routing.types import (
+    FilesDeleted,
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
@@ -28,7 +29,12 @@ class Room:
         self.observer = observer  # sees every event of the room (audit)
         self.sessions: dict[str, Session] = {}
         self.producers: dict[str, Producer] = {}
-        self.data = DataRelay()  # control and file channels
+        self.data = DataRelay(name)  # control and file channels
+        self.data.kept.report_room = self._report_files
+
+    def _report_files(self, event: str, detail: dict[str, Any]) -> None:
+        if self.observer is not None and event == "files_deleted":
+            self.observer(self.name, FilesDeleted(str(detail["reason"]), tuple(detail["files"])))
 
     def members(self) -> list[Session]:
         """Sessions that others see as participants (WHEP viewers are not announced)."""

@@ -21,6 +21,7 @@ from sfu.routing.datachannel import (
     deny_all,
     report_nothing,
 )
+from sfu.routing.datahost import DataHostLink, RemoteData
 from sfu.routing.producer import Producer
 from sfu.routing.room import Room
 from sfu.routing.transport import Transport
@@ -202,6 +203,9 @@ class Session:
         self.receiving_blocked_by: set[str] = set()
         self._may_subscribe = policy.can_subscribe
         self.data: DataEndpoint | None = None
+        # The data channels' transport when they run in the data process instead.
+        self.remote_data: RemoteData | None = None
+        self._remote_data_kept = False  # during negotiate: its m-section is still there
         # Signaling's policy for data channels (with counterparties) and its audit.
         self.data_authorize: Authorizer = deny_all
         self.data_report: Reporter = report_nothing
@@ -244,6 +248,7 @@ class Session:
         new_producers: list[Producer] = []
         gone_producers: list[Producer] = []
         seen_mids: set[str] = set()
+        self._remote_data_kept = False
         for index, section in enumerate(offer.media):
             mid = section.mid or str(index)
             seen_mids.add(mid)
@@ -268,6 +273,8 @@ class Session:
             if mid not in seen_mids:
                 self._drop_consumer(mid)
         self._close_unused_transports()
+        if self.remote_data is not None and not self._remote_data_kept:
+            self._close_remote_data("m-section closed")
         self.version += 1
         bundle_group = [a.mid for a in answers if a.mid in bundled and a.port] or None
         sdp = build_answer(int(self.session_id[:12], 16), self.version, answers, bundle_group)
@@ -407,6 +414,10 @@ class Session:
         if section.proto != "UDP/DTLS/SCTP" or section.formats != ["webrtc-datachannel"]:
             warnings.append(("unsupported", f"mid {mid}: data channels need UDP/DTLS/SCTP"))
             return rejected
+        if self.worker.data_host is not None:
+            return self._answer_remote_data(
+                self.worker.data_host, offer, section, mid, bundled, warnings, rejected
+            )
         if self.data is not None and self.data.closed:
             self.data = None
         if self.data is not None and self.transport_of_mid.get(mid) is not self.data.transport:
@@ -427,6 +438,61 @@ class Session:
         return self._transport_answer(
             section, mid, transport, sctp_port=5000, max_message_size=MAX_MESSAGE_SIZE
         )
+
+    def _answer_remote_data(
+        self,
+        host: DataHostLink,
+        offer: SessionDescription,
+        section: MediaSection,
+        mid: str,
+        bundled: set[str],
+        warnings: list[tuple[str, str]],
+        rejected: AnswerMedia,
+    ) -> AnswerMedia:
+        """The data-channel m-section, served by the data process on its own port."""
+        if mid in bundled:
+            warnings.append(("unsupported", f"mid {mid}: data channels need their own transport"))
+            return rejected
+        link = self.remote_data
+        if link is not None and link.closed:
+            link = self.remote_data = None
+        if link is not None and link.mid != mid:
+            warnings.append(("unsupported", f"mid {mid}: one data-channel m-section per session"))
+            return rejected
+        remote_ufrag = offer.media_attr(section, "ice-ufrag") or ""
+        if link is None:
+            link = self.remote_data = host.open(
+                self,
+                mid,
+                remote_ufrag,
+                offer.fingerprints(section),
+                section.int_attr("sctp-port", 5000),
+                # RFC 8841 section 6: no a=max-message-size means 64 KiB; 0 means no limit.
+                section.int_attr("max-message-size", 65536) or 2**30,
+            )
+        elif link.remote_ufrag != remote_ufrag:
+            host.restart(link, remote_ufrag)  # ICE restart by the client
+        self._remote_data_kept = True
+        address = MediaAddress(self.address.ip, host.port)
+        return AnswerMedia(
+            section.kind,
+            mid,
+            section.proto,
+            address.port,
+            ice_ufrag=link.ice.ufrag,
+            ice_pwd=link.ice.pwd,
+            fingerprint=f"sha-256 {host.fingerprint}",
+            address=address.ip,
+            candidates=[address.candidate()],
+            sctp_port=5000,
+            max_message_size=MAX_MESSAGE_SIZE,
+        )
+
+    def _close_remote_data(self, reason: str) -> None:
+        link, self.remote_data = self.remote_data, None
+        host = self.worker.data_host
+        if link is not None and not link.closed and host is not None:
+            host.close(link, reason)
 
     def _transport_answer(
         self, section: MediaSection, mid: str, transport: Transport, **extra: Any
@@ -685,6 +751,7 @@ class Session:
             self._drop_consumer(mid)
         for transport in list(self.transports.values()):
             self.worker.close_transport(transport, reason)
+        self._close_remote_data(reason)
         self.transports.clear()
         self.transport_of_mid.clear()
         self.room.leave(self, reason)

@@ -50,10 +50,11 @@ class Transport:
         remote_ufrag: str,
         remote_fingerprints: list[tuple[str, str]],
         now: float,
+        ice: IceCredentials | None = None,
     ) -> None:
         self.worker = worker
         self.owner_id = owner_id
-        self.ice = IceCredentials.generate()
+        self.ice = ice or IceCredentials.generate()
         self.remote_ufrag = remote_ufrag
         self.remote_fingerprints = remote_fingerprints
         self.dtls = DtlsServer(worker.dtls_context, remote_fingerprints)
@@ -82,6 +83,12 @@ class Transport:
     def send_sctp(self, packet: bytes) -> None:
         if self.addr is not None and self.dtls.send_application_data(packet):
             self._flush_dtls()
+
+    @property
+    def srtp_profile(self) -> str | None:
+        """The SRTP protection profile DTLS negotiated (None before, and on data transports)."""
+        keys = self.dtls.keys
+        return keys.profile if keys is not None else None
 
     @property
     def ready(self) -> bool:

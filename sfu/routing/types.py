@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class MediaError(Exception):
@@ -75,7 +76,22 @@ class SessionClosed:
     reason: str
 
 
-RoomEvent = ParticipantJoined | ParticipantLeft | TrackPublished | TrackUnpublished | SessionClosed
+@dataclass(frozen=True, slots=True)
+class FilesDeleted:
+    """Files the room kept for later members were deleted (for the audit only)."""
+
+    reason: str  # "meeting ended" | "retention"
+    files: tuple[dict[str, Any], ...]
+
+
+RoomEvent = (
+    ParticipantJoined
+    | ParticipantLeft
+    | TrackPublished
+    | TrackUnpublished
+    | SessionClosed
+    | FilesDeleted
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sfu.wire.demux import PacketClass, classify
 
 if TYPE_CHECKING:
     from sfu.routing.datachannel import DataEndpoint
+    from sfu.routing.datahost import DataHostLink
     from sfu.routing.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Worker:
         self.track_pps: dict[str, float] = dict(RATE_LIMIT_PPS)
         self.track_bps: dict[str, float] = dict(RATE_LIMIT_BPS)
         self._shed_producers: set[Producer] = set()
+        # Where sessions' data channels run when not here (sfu/io/datalink.py).
+        self.data_host: DataHostLink | None = None
 
     @property
     def forwarded_packets(self) -> Counter[str]:
@@ -109,8 +112,10 @@ class Worker:
         remote_ufrag: str,
         remote_fingerprints: list[tuple[str, str]],
         now: float,
+        ice: IceCredentials | None = None,
     ) -> Transport:
-        transport = Transport(self, owner_id, remote_ufrag, remote_fingerprints, now)
+        """A new transport; ``ice`` names its credentials when another process chose them."""
+        transport = Transport(self, owner_id, remote_ufrag, remote_fingerprints, now, ice)
         self.by_ufrag[transport.ice.ufrag] = transport
         return transport
 

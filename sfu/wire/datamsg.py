@@ -5,11 +5,20 @@ hands). The file channel carries JSON text messages that announce and settle a
 transfer, and binary chunks: a 4-byte transfer number (big-endian) and the bytes.
 What clients send is checked here; the SFU stamps the sender on everything it
 relays, so nobody can speak for somebody else.
+
+With end-to-end encryption on (docs/E2EE.md, "Chat and files"), a chat carries an
+opaque ``sealed`` field instead of ``body``, and a file offer carries ``sealed`` (the
+name and SHA-256, encrypted) and ``plain_size`` instead of ``name`` and ``sha256``;
+its chunks are ciphertext. The SFU holds no key: it checks only the shape and the
+bounds of the sealed values, and that the announced sizes fit the fixed framing.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -24,10 +33,24 @@ MAX_FILE_NAME_CHARS = 255
 MAX_MIME_CHARS = 127
 CHUNK_HEADER = struct.Struct("!I")
 
+# Sealed (end-to-end encrypted) values: unpadded base64url of an SFrame ciphertext,
+# ``header (1-17 bytes) | AES-GCM ciphertext | tag (16 bytes)``.
+SEALED_HEADER_MAX_BYTES = 17
+SEALED_TAG_BYTES = 16
+SEALED_OVERHEAD_MIN = 1 + SEALED_TAG_BYTES
+SEALED_OVERHEAD_MAX = SEALED_HEADER_MAX_BYTES + SEALED_TAG_BYTES
+MAX_SEALED_CHAT_CHARS = 12_000  # 9000 bytes: an 8 KiB message and the overhead
+MAX_SEALED_OFFER_CHARS = 2_048  # 1536 bytes: name (255 characters), SHA-256, transfer id
+# A sealed file is cut into chunks of this many plaintext bytes (the last one
+# shorter), each sealed alone, so every encrypted chunk fits MAX_CHUNK and the
+# ciphertext size lies within fixed bounds of the plaintext size.
+SEALED_CHUNK_PLAIN = MAX_CHUNK - 64
+
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _IDENTITY_MAX = 128
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class DataMessageError(ValueError):
@@ -41,9 +64,12 @@ class DataMessageError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Chat:
-    body: str
+    """A chat message: ``body`` in clear, or ``sealed`` (end-to-end encrypted)."""
+
+    body: str | None
     to: str | None = None
     ref: str | None = None
+    sealed: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +87,25 @@ ControlMessage = Chat | Reaction | Hand
 
 @dataclass(frozen=True, slots=True)
 class FileOffer:
+    """A file announced before its bytes. ``size`` is what crosses the SFU in chunks.
+
+    A sealed offer has ``name`` and ``sha256`` only inside ``sealed``, and
+    ``plain_size``, the file's own size, which the room's size limit applies to.
+    """
+
     file_id: str
-    name: str
+    name: str | None
     size: int
     mime: str
-    sha256: str
+    sha256: str | None
     to: str | None = None
+    sealed: str | None = None
+    plain_size: int | None = None
+
+    @property
+    def file_bytes(self) -> int:
+        """The size of the file itself (not of its encryption)."""
+        return self.size if self.plain_size is None else self.plain_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,17 +165,75 @@ def _transfer(value: dict[str, Any]) -> int:
     return number
 
 
+def sealed_header_length(data: bytes) -> int:
+    """The length of the SFrame header at the start of ``data`` (RFC 9605 4.3)."""
+    config = data[0]
+    length = 1
+    if config & 0x80:
+        length += ((config >> 4) & 0x07) + 1
+    if config & 0x08:
+        length += (config & 0x07) + 1
+    return length
+
+
+def _sealed(value: dict[str, Any], name: str, limit: int) -> str:
+    """An opaque sealed value: unpadded base64url of ``SFrame header | ciphertext | tag``.
+
+    The SFU cannot open it; it checks only that it is that shape and not too long.
+    """
+    field = value.get(name)
+    if not isinstance(field, str) or not field:
+        raise DataMessageError("bad_sealed", f"field {name!r} must be a non-empty string")
+    if len(field) > limit:
+        raise DataMessageError("too_large", f"field {name!r} is longer than {limit} characters")
+    if not _BASE64URL.fullmatch(field) or len(field) % 4 == 1:
+        raise DataMessageError("bad_sealed", f"field {name!r} must be unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(field + "=" * (-len(field) % 4))
+    except (binascii.Error, ValueError):
+        raise DataMessageError("bad_sealed", f"field {name!r} must be base64url") from None
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != field:
+        raise DataMessageError("bad_sealed", f"field {name!r} is not canonical base64url")
+    if len(raw) < sealed_header_length(raw) + SEALED_TAG_BYTES:
+        raise DataMessageError(
+            "bad_sealed", f"field {name!r} is shorter than an SFrame header and tag"
+        )
+    return field
+
+
+def sealed_size_bounds(plain_size: int) -> tuple[int, int]:
+    """The least and the most bytes a sealed file of ``plain_size`` bytes sends."""
+    chunks = math.ceil(plain_size / SEALED_CHUNK_PLAIN)
+    return (
+        plain_size + chunks * SEALED_OVERHEAD_MIN,
+        plain_size + chunks * SEALED_OVERHEAD_MAX,
+    )
+
+
+def _byte_count(value: dict[str, Any], name: str) -> int:
+    size = value.get(name)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**53:
+        raise _bad(f"field {name!r} must be a byte count")
+    return size
+
+
 def parse_control(text: str) -> ControlMessage:
     """One client message of the control channel, or DataMessageError."""
     value = _object(text, MAX_CONTROL_MESSAGE)
     kind = value["type"]
     if kind == "chat":
-        body = _string(value, "body", MAX_CHAT_CHARS)
-        assert body is not None
+        body: str | None = None
+        sealed: str | None = None
+        if "sealed" in value:
+            if "body" in value:
+                raise _bad("a chat has 'body' or 'sealed', not both")
+            sealed = _sealed(value, "sealed", MAX_SEALED_CHAT_CHARS)
+        else:
+            body = _string(value, "body", MAX_CHAT_CHARS)
         ref = value.get("id")
         if ref is not None and (not isinstance(ref, str) or not _ID.fullmatch(ref)):
             raise _bad("field 'id' must match [A-Za-z0-9_-]{1,64}")
-        return Chat(body, _identity(value), ref)
+        return Chat(body, _identity(value), ref, sealed)
     if kind == "reaction":
         emoji = _string(value, "emoji", MAX_REACTION_CHARS)
         assert emoji is not None
@@ -157,16 +254,16 @@ def parse_file_message(text: str) -> FileMessage:
         file_id = value.get("id")
         if not isinstance(file_id, str) or not _ID.fullmatch(file_id):
             raise _bad("field 'id' must match [A-Za-z0-9_-]{1,64}")
+        if "sealed" in value:
+            return _sealed_offer(value, file_id)
         name = _string(value, "name", MAX_FILE_NAME_CHARS)
         assert name is not None
         if "/" in name or "\\" in name or name in (".", ".."):
             raise _bad("field 'name' must be a file name, not a path")
-        size = value.get("size")
-        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 2**53:
-            raise _bad("field 'size' must be a byte count")
-        mime = value.get("mime")
-        if not isinstance(mime, str) or len(mime) > MAX_MIME_CHARS or not _MIME.fullmatch(mime):
-            raise _bad("field 'mime' must be a media type such as text/plain")
+        size = _byte_count(value, "size")
+        mime = _mime(value)
+        if "plain_size" in value:
+            raise _bad("field 'plain_size' belongs to sealed offers only")
         digest = value.get("sha256")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise _bad("field 'sha256' must be 64 lowercase hex digits")
@@ -179,6 +276,31 @@ def parse_file_message(text: str) -> FileMessage:
     if kind == "file_cancel":
         return FileCancel(_transfer(value))
     raise DataMessageError("unknown_type", f"unknown file message type {kind[:40]!r}")
+
+
+def _mime(value: dict[str, Any]) -> str:
+    mime = value.get("mime")
+    if not isinstance(mime, str) or len(mime) > MAX_MIME_CHARS or not _MIME.fullmatch(mime):
+        raise _bad("field 'mime' must be a media type such as text/plain")
+    return mime
+
+
+def _sealed_offer(value: dict[str, Any], file_id: str) -> FileOffer:
+    """A file offer whose name and SHA-256 are end-to-end encrypted in ``sealed``.
+
+    ``size`` is the ciphertext the chunks will carry (the SFU counts and enforces it
+    exactly, as for any offer); ``plain_size`` the file's own size. The fixed chunk
+    framing bounds the one by the other, so neither can be used to cheat the limits.
+    """
+    if "name" in value or "sha256" in value:
+        raise _bad("a sealed offer carries 'name' and 'sha256' only inside 'sealed'")
+    sealed = _sealed(value, "sealed", MAX_SEALED_OFFER_CHARS)
+    size = _byte_count(value, "size")
+    plain_size = _byte_count(value, "plain_size")
+    least, most = sealed_size_bounds(plain_size)
+    if not least <= size <= most:
+        raise _bad(f"field 'size' must be the sealed size of 'plain_size': {least} to {most} bytes")
+    return FileOffer(file_id, None, size, _mime(value), None, _identity(value), sealed, plain_size)
 
 
 def parse_chunk(data: bytes) -> tuple[int, bytes]:

@@ -196,12 +196,21 @@ class PolicyEngine:
                 counterparties=sorted(counterparties),
             )  # fmt: skip
         if "delete_files_at_end" in decision.obligations:
-            # The file channel relays live and stores nothing (docs/DATA_CHANNELS.md):
-            # nothing outlives the meeting. Logged so the record shows it was asked.
+            # The file channel relays live; a room that keeps files for later members
+            # deletes them when its last member leaves, at the latest, and audits it
+            # (files_deleted). Either way nothing outlives the meeting. Logged so the
+            # record shows it was asked.
+            keeps = (
+                self.rooms is not None
+                and self.rooms.for_room(access.room, access.tenant).keep_files
+            )
             self.audit.record(
                 "policy_obligation", access.identity, access.room, tenant=access.tenant,
                 obligation="delete_files_at_end", action=action, rule=decision.rule,
-                fulfilled="relayed live, never stored",
+                fulfilled=(
+                    "kept sealed until the meeting ends, then deleted (files_deleted)"
+                    if keeps else "relayed live, never stored"
+                ),
             )  # fmt: skip
 
     # -- sessions that are watched

@@ -11,6 +11,7 @@
 // and no answer came first, the offer was refused.
 
 import { DataChannels } from "./channels.js";
+import { ConnectionPanel } from "./connection.js";
 import {
   IdentityKeyPair,
   PUBLIC_KEY_BYTES,
@@ -219,6 +220,7 @@ class EndToEnd {
       case "stats":
         this.frames = msg.frames;
         this.sent = msg.sent;
+        this.sendKid = msg.sendKid ?? null;
         break;
       default:
         break;
@@ -608,6 +610,9 @@ class Meeting {
       case "track_unpublished":
         this.removeSubscription(msg.track_id);
         break;
+      case "connection_stats":
+        connectionPanel.onServerStats(msg);
+        break;
       case "error":
         this.onServerError(msg);
         break;
@@ -638,7 +643,8 @@ class Meeting {
     // unchanged until someone turns E2EE on).
     if (this.e2ee.supported) this.e2ee.ensureWorker();
     // Chat and files: their own channels on their own transport (docs/DATA_CHANNELS.md).
-    this.channels = new DataChannels(this.pc, { log: ui.chatLog }, (id) => this.participants.get(id)?.name);
+    // With the Lock on, chat and files are sealed by the E2EE Worker (docs/E2EE.md).
+    this.channels = new DataChannels(this.pc, { log: ui.chatLog }, (id) => this.participants.get(id)?.name, this.e2ee);
     this.channels.opened.then(() => {
       ui.chatInput.disabled = false;
       ui.fileInput.disabled = false;
@@ -1090,6 +1096,8 @@ function preferSendVideoCodec(transceiver) {
 }
 
 let meeting = null;
+// The "Connection" button's panel (connection.js): reads the meeting when open.
+const connectionPanel = new ConnectionPanel(() => meeting);
 
 function join(token, room) {
   ui.form.hidden = true;
@@ -1134,6 +1142,8 @@ window.sfu = {
     rotate: () => meeting?.e2ee.rotate(),
   },
   mediaStats: async () => (meeting ? meeting.mediaStats() : {}),
+  /** The connection panel: open()/close(), and what it shows now (snapshot()). */
+  connection: connectionPanel.api,
   transportStats: async () => (meeting ? meeting.transportStats() : []),
   leave: () => meeting?.leave(),
   chatReady: () => Boolean(meeting?.channels?.ready),
@@ -1150,7 +1160,13 @@ window.sfu = {
     for (let i = 0; i < size; i += 65536) crypto.getRandomValues(bytes.subarray(i, Math.min(i + 65536, size)));
     const entry = await meeting.channels.sendFile(new File([bytes], name, { type }), to);
     const done = await entry.done;
-    return { verifiedBy: done.verifiedBy, transfer: done.transfer };
+    return { verifiedBy: done.verifiedBy, declinedBy: done.declinedBy, transfer: done.transfer };
+  },
+  /** Send `text` repeated `times` as a file (a known plaintext); like sendRandomFile. */
+  sendTextFile: async (name, text, times, type = "text/plain", to = undefined) => {
+    const file = new File([text.repeat(times)], name, { type });
+    const done = await (await meeting.channels.sendFile(file, to)).done;
+    return { verifiedBy: done.verifiedBy, declinedBy: done.declinedBy, transfer: done.transfer };
   },
 };
 

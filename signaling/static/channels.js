@@ -5,10 +5,33 @@
 // Files: announce (name, size, type, SHA-256), wait for "file_accepted", send
 // 16 KiB chunks (4-byte transfer number + bytes) while bufferedAmount stays under
 // a high-water mark, and let the receiver check the hash on arrival.
+//
+// With E2EE on (docs/E2EE.md, "Chat and files") a chat goes out with `sealed` instead
+// of `body`, and a file with its name and SHA-256 sealed and each chunk sealed; the
+// E2EE Worker, which holds the keys, seals and opens them. What arrives sealed is shown
+// with a lock, or as "encrypted … you cannot read" without the sender's key (and such
+// a file is declined); what arrives in clear while this page is locked is labelled
+// "not encrypted", as media tiles are.
+
+import { MAX_SEALED_CHAT_BYTES, SEALED_CHUNK_PLAIN_BYTES, fromBase64Url, toBase64Url } from "./e2ee.js";
 
 export const CHUNK_BYTES = 16 * 1024;
 const HIGH_WATER = 1024 * 1024;
 const LOW_WATER = 256 * 1024;
+// A sealed message may come before its sender's key (keys travel over the WebSocket):
+// a locked page retries this long before it calls the message unreadable.
+const KEY_WAIT_MS = 4000;
+const KEY_RETRY_MS = 200;
+const UNREADABLE_CHAT = "encrypted message you cannot read";
+const encoder = new TextEncoder();
+
+/** An E2EE Worker refusal, with its code (unknown_kid, decrypt_failed, ...). */
+class SealError extends Error {
+  constructor(code, message) {
+    super(message ?? code);
+    this.code = code;
+  }
+}
 
 const hex = (buffer) => [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
 
@@ -30,10 +53,16 @@ function describeFileError(code, message) {
 }
 
 export class DataChannels {
-  /** `ui`: {log, form, input, fileInput}; `names`: identity -> display name. */
-  constructor(pc, ui, names) {
+  /**
+   * `ui`: {log, form, input, fileInput}; `names`: identity -> display name; `e2ee`: the
+   * page's end-to-end encryption (app.js EndToEnd: `enabled`, `worker`, `call(request)`).
+   */
+  constructor(pc, ui, names, e2ee = null) {
     this.ui = ui;
     this.names = names;
+    this.e2ee = e2ee;
+    this.controlQueue = Promise.resolve(); // incoming control messages, shown in order
+    this.sendQueue = Promise.resolve(); // outgoing chat, sent in order
     this.control = pc.createDataChannel("control");
     this.file = pc.createDataChannel("file");
     this.file.binaryType = "arraybuffer";
@@ -62,14 +91,53 @@ export class DataChannels {
     return this.names(identity) ?? identity;
   }
 
+  /** Whether this page has E2EE on: what it sends is sealed, and it can open. */
+  get locked() {
+    return Boolean(this.e2ee?.enabled && this.e2ee.worker);
+  }
+
+  /** One request to the E2EE Worker: its reply, or a SealError. */
+  async crypt(request) {
+    if (!this.e2ee?.worker) throw new SealError("e2ee_off", "end-to-end encryption is off");
+    const reply = await this.e2ee.call(request);
+    if (reply.error) throw new SealError(reply.error, reply.message);
+    return reply;
+  }
+
+  /** `crypt` for opening, waiting a little for a sender key that may still be on its way. */
+  async open(request) {
+    const deadline = performance.now() + KEY_WAIT_MS;
+    for (;;) {
+      try {
+        return await this.crypt(request);
+      } catch (err) {
+        if (err.code !== "unknown_kid" || !this.locked || performance.now() >= deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, KEY_RETRY_MS));
+      }
+    }
+  }
+
   // -- control ---------------------------------------------------------------
 
+  /** Send a chat line (sealed if this page is locked); false if it cannot go. */
   sendChat(body, to = undefined) {
     if (!body || !this.ready) return false;
-    const message = { type: "chat", body, id: `m${this.nextId++}` };
+    const sealed = this.locked;
+    if (sealed && encoder.encode(body).length > MAX_SEALED_CHAT_BYTES) return false;
+    const message = { type: "chat", id: `m${this.nextId++}` };
     if (to) message.to = to;
-    this.control.send(JSON.stringify(message));
-    this.addLine({ from: "you", body, to, self: true });
+    this.sendQueue = this.sendQueue
+      .then(async () => {
+        if (sealed) {
+          const reply = await this.crypt({ op: "sealChat", text: body, to });
+          message.sealed = toBase64Url(reply.sealed);
+        } else {
+          message.body = body;
+        }
+        this.control.send(JSON.stringify(message));
+      })
+      .catch((err) => this.addLine({ from: "server", body: `not sent: ${err.message}`, notice: true }));
+    this.addLine({ from: "you", body, to, self: true, e2ee: sealed ? "encrypted" : "clear" });
     return true;
   }
 
@@ -80,9 +148,35 @@ export class DataChannels {
     } catch {
       return;
     }
+    const at = performance.timeOrigin + performance.now();
+    // In order: a sealed chat waits for the Worker (or for its key) before later lines.
+    this.controlQueue = this.controlQueue
+      .then(() => this.handleControl(msg, at))
+      .catch((err) => console.warn(`chat: ${err.message}`));
+  }
+
+  async chatLine(msg, at) {
+    const line = { from: msg.from, name: msg.name, to: msg.to, at };
+    if (typeof msg.sealed !== "string") {
+      return { ...line, body: msg.body, e2ee: "clear", flagClear: this.locked };
+    }
+    if (this.locked) {
+      try {
+        const reply = await this.open({
+          op: "openChat", identity: msg.from, sealed: fromBase64Url(msg.sealed), to: msg.to,
+        });
+        return { ...line, body: reply.text, e2ee: "encrypted" };
+      } catch (err) {
+        console.warn(`chat: a sealed message from ${msg.from} did not open (${err.code ?? err.message})`);
+      }
+    }
+    return { ...line, body: UNREADABLE_CHAT, e2ee: "unreadable" };
+  }
+
+  async handleControl(msg, at) {
     switch (msg.type) {
       case "chat":
-        this.addLine({ from: msg.from, name: msg.name, body: msg.body, to: msg.to, at: performance.timeOrigin + performance.now() });
+        this.addLine(await this.chatLine(msg, at));
         break;
       case "reaction":
         this.addLine({ from: msg.from, name: msg.name, body: msg.emoji, reaction: true });
@@ -111,7 +205,23 @@ export class DataChannels {
     who.textContent = line.self ? "You" : line.notice ? "Server" : line.name || this.name(line.from);
     const body = document.createElement("span");
     body.textContent = line.to ? ` (to ${this.name(line.to)}) ${line.body}` : ` ${line.body}`;
-    item.append(who, body);
+    item.append(who);
+    if (line.e2ee) item.dataset.e2ee = line.e2ee;
+    if (line.e2ee === "encrypted" || line.e2ee === "unreadable") {
+      const lock = document.createElement("span");
+      lock.className = "lock";
+      lock.textContent = " 🔒";
+      lock.title = line.e2ee === "encrypted" ? "end-to-end encrypted" : "end-to-end encrypted; no key to read it";
+      item.append(lock);
+    }
+    if (line.e2ee === "unreadable") body.className = "unreadable";
+    item.append(body);
+    if (line.e2ee === "clear" && line.flagClear) {
+      const clear = document.createElement("span");
+      clear.className = "not-encrypted";
+      clear.textContent = " (not encrypted)";
+      item.append(clear);
+    }
     this.ui.log.append(item);
     this.ui.log.scrollTop = this.ui.log.scrollHeight;
     return item;
@@ -123,21 +233,33 @@ export class DataChannels {
     if (!this.ready) throw new Error("the file channel is not open");
     const data = await file.arrayBuffer();
     const id = `f${this.nextId++}`;
+    const sealed = this.locked;
     const entry = {
       id, name: file.name, size: data.byteLength, data, sent: 0, transfer: null,
-      verifiedBy: [], error: null, done: null,
+      verifiedBy: [], declinedBy: [], error: null, done: null, encrypted: sealed, handle: null,
     };
     entry.done = new Promise((resolve, reject) => {
       entry.resolve = resolve;
       entry.reject = reject;
     });
-    entry.row = this.fileRow(`Sending ${file.name}`, data.byteLength);
-    this.outgoing.set(id, entry);
-    const offer = {
-      type: "file_offer", id, name: file.name, size: data.byteLength,
-      mime: file.type || "application/octet-stream", sha256: await sha256Hex(data),
-    };
+    entry.row = this.fileRow(`Sending ${file.name}${sealed ? " 🔒" : ""}`, data.byteLength);
+    const mime = file.type || "application/octet-stream";
+    const sha256 = await sha256Hex(data);
+    let offer;
+    if (sealed) {
+      // Name and hash sealed; the media type stays in clear for the room's type rules,
+      // and the size too (the server counts the bytes; the ciphertext shows it anyway).
+      const reply = await this.crypt({ op: "sealFile", name: file.name, sha256, plainSize: data.byteLength, mime });
+      entry.handle = reply.handle;
+      offer = {
+        type: "file_offer", id, size: reply.size, plain_size: data.byteLength, mime,
+        sealed: toBase64Url(reply.sealed),
+      };
+    } else {
+      offer = { type: "file_offer", id, name: file.name, size: data.byteLength, mime, sha256 };
+    }
     if (to) offer.to = to;
+    this.outgoing.set(id, entry);
     this.file.send(JSON.stringify(offer));
     return entry;
   }
@@ -145,7 +267,10 @@ export class DataChannels {
   async pump(entry) {
     const header = new DataView(new ArrayBuffer(4));
     header.setUint32(0, entry.transfer);
-    while (entry.sent < entry.size && this.file.readyState === "open") {
+    // A sealed file goes in chunks of SEALED_CHUNK_PLAIN_BYTES, each sealed with its index.
+    const step = entry.encrypted ? SEALED_CHUNK_PLAIN_BYTES : CHUNK_BYTES;
+    let index = 0;
+    while (entry.sent < entry.size && this.file.readyState === "open" && !entry.cancelled) {
       if (this.file.bufferedAmount > HIGH_WATER) {
         await new Promise((resolve) => {
           this.file.onbufferedamountlow = () => {
@@ -155,14 +280,34 @@ export class DataChannels {
         });
         continue;
       }
-      const end = Math.min(entry.sent + CHUNK_BYTES, entry.size);
-      const chunk = new Uint8Array(4 + end - entry.sent);
+      const end = Math.min(entry.sent + step, entry.size);
+      let payload = new Uint8Array(entry.data, entry.sent, end - entry.sent);
+      if (entry.encrypted) {
+        payload = (await this.crypt({ op: "sealChunk", handle: entry.handle, index, data: payload.slice() })).data;
+      }
+      index += 1;
+      const chunk = new Uint8Array(4 + payload.length);
       chunk.set(new Uint8Array(header.buffer), 0);
-      chunk.set(new Uint8Array(entry.data, entry.sent, end - entry.sent), 4);
+      chunk.set(payload, 4);
       this.file.send(chunk);
       entry.sent = end;
       this.progress(entry.row, entry.sent, entry.size);
     }
+    this.endFile(entry);
+  }
+
+  /** Release the Worker's state of a sealed transfer. */
+  endFile(entry) {
+    if (entry.handle === null || entry.handle === undefined) return;
+    const { handle } = entry;
+    entry.handle = null;
+    this.crypt({ op: "endFile", handle }).catch(() => {});
+  }
+
+  /** Resolve a sent file's `done` once every recipient verified or declined it. */
+  settle(entry) {
+    const recipients = entry.recipients ?? [];
+    if (entry.verifiedBy.length + entry.declinedBy.length === recipients.length) entry.resolve(entry);
   }
 
   // -- files: receiving -------------------------------------------------------
@@ -184,7 +329,14 @@ export class DataChannels {
         if (!entry) return;
         entry.transfer = msg.transfer;
         entry.recipients = msg.recipients;
-        this.pump(entry);
+        this.pump(entry).catch((err) => {
+          // Nothing goes out in clear instead: the transfer is cancelled.
+          entry.cancelled = true;
+          this.endFile(entry);
+          this.file.send(JSON.stringify({ type: "file_cancel", transfer: entry.transfer }));
+          entry.row.label.textContent = `${entry.name}: not sent (${err.message})`;
+          entry.reject(err);
+        });
         break;
       }
       case "file_received": {
@@ -192,21 +344,29 @@ export class DataChannels {
         if (!entry) return;
         if (msg.ok) entry.verifiedBy.push(msg.from);
         entry.row.label.textContent = `${entry.name}: ${msg.ok ? "verified" : "CORRUPT"} at ${this.name(msg.from)}`;
-        if (entry.verifiedBy.length === (entry.recipients ?? []).length) entry.resolve(entry);
+        this.settle(entry);
         break;
       }
       case "file_offer":
-        this.incoming.set(msg.transfer, {
-          offer: msg, parts: [], received: 0, verified: null,
-          row: this.fileRow(`${this.name(msg.from)} sends ${msg.name}`, msg.size),
-        });
+        this.onOffer(msg);
         break;
       case "file_complete":
         this.finishIncoming(msg.transfer);
         break;
       case "file_cancel": {
         const incoming = this.incoming.get(msg.transfer);
-        if (incoming) incoming.row.label.textContent = `${incoming.offer.name}: cancelled (${msg.reason})`;
+        if (incoming) {
+          incoming.row.label.textContent = `${incoming.name ?? "encrypted file"}: cancelled (${msg.reason})`;
+          incoming.ready?.then(() => this.endFile(incoming));
+        }
+        const entry = [...this.outgoing.values()].find((e) => e.transfer === msg.transfer);
+        if (entry && msg.recipient) {
+          entry.declinedBy.push(msg.recipient);
+          this.settle(entry);
+        } else if (entry) {
+          entry.cancelled = true;
+          entry.reject(new Error(`transfer ended: ${msg.reason}`));
+        }
         break;
       }
       case "error": {
@@ -227,33 +387,99 @@ export class DataChannels {
     }
   }
 
+  onOffer(msg) {
+    const encrypted = typeof msg.sealed === "string";
+    const size = encrypted ? msg.plain_size : msg.size;
+    const who = this.name(msg.from);
+    // A file the room kept for members who came later (rooms.toml keep_files).
+    const sends = msg.kept ? "shared earlier" : "sends";
+    const incoming = {
+      offer: msg, parts: [], received: 0, verified: null, encrypted, unreadable: false,
+      name: encrypted ? null : msg.name, sha256: encrypted ? null : msg.sha256, size, chunks: 0,
+      handle: null, ready: null,
+      row: this.fileRow(encrypted ? `${who} ${sends} an encrypted file 🔒` : `${who} ${sends} ${msg.name}`, size),
+    };
+    this.incoming.set(msg.transfer, incoming);
+    if (!encrypted) {
+      if (this.locked) incoming.row.label.textContent += " (not encrypted)";
+      return;
+    }
+    // Chunks wait for this; they are opened in the order they came.
+    incoming.ready = this.openOffer(msg, incoming).then(
+      () => true,
+      (err) => {
+        console.warn(`file: a sealed offer from ${msg.from} did not open (${err.code ?? err.message})`);
+        incoming.unreadable = true;
+        incoming.row.label.textContent = `${who} sends an encrypted file you cannot read — declined`;
+        this.file.send(JSON.stringify({ type: "file_cancel", transfer: msg.transfer }));
+        return false;
+      },
+    );
+  }
+
+  async openOffer(msg, incoming) {
+    if (!this.locked) throw new SealError("e2ee_off", "end-to-end encryption is off here");
+    const reply = await this.open({
+      op: "openFile", identity: msg.from, sealed: fromBase64Url(msg.sealed),
+      plainSize: msg.plain_size, mime: msg.mime,
+    });
+    Object.assign(incoming, { handle: reply.handle, name: reply.name, sha256: reply.sha256 });
+    const sends = msg.kept ? "shared earlier" : "sends";
+    incoming.row.label.textContent = `${this.name(msg.from)} ${sends} ${reply.name} 🔒`;
+  }
+
   onChunk(buffer) {
     if (buffer.byteLength < 4) return;
     const transfer = new DataView(buffer).getUint32(0);
     const incoming = this.incoming.get(transfer);
     if (!incoming) return;
-    incoming.parts.push(buffer.slice(4));
-    incoming.received += buffer.byteLength - 4;
-    this.progress(incoming.row, incoming.received, incoming.offer.size);
+    if (!incoming.encrypted) {
+      incoming.parts.push(buffer.slice(4));
+      incoming.received += buffer.byteLength - 4;
+      this.progress(incoming.row, incoming.received, incoming.size);
+      return;
+    }
+    const index = incoming.chunks++;
+    const sealed = new Uint8Array(buffer, 4);
+    incoming.parts.push(
+      incoming.ready
+        .then(async (ok) => {
+          if (!ok) return null;
+          const { data } = await this.crypt({ op: "openChunk", handle: incoming.handle, index, data: sealed });
+          incoming.received += data.length;
+          this.progress(incoming.row, incoming.received, incoming.size);
+          return data;
+        })
+        .catch((err) => {
+          console.warn(`file: chunk ${index} of transfer ${transfer} did not open (${err.code ?? err.message})`);
+          return null;
+        }),
+    );
   }
 
   async finishIncoming(transfer) {
     const incoming = this.incoming.get(transfer);
     if (!incoming || incoming.verified !== null) return;
-    const blob = new Blob(incoming.parts, { type: incoming.offer.mime });
+    if (incoming.encrypted && !(await incoming.ready)) return; // declined
+    incoming.verified = false; // settling; set for real below
+    const parts = await Promise.all(incoming.parts);
+    this.endFile(incoming);
+    const blob = new Blob(parts.filter((part) => part !== null), { type: incoming.offer.mime });
     const digest = await sha256Hex(await blob.arrayBuffer());
-    incoming.verified = digest === incoming.offer.sha256 && blob.size === incoming.offer.size;
+    incoming.verified =
+      !parts.includes(null) && digest === incoming.sha256 && blob.size === incoming.size;
     incoming.digest = digest;
     this.file.send(JSON.stringify({ type: "file_received", transfer, ok: incoming.verified }));
     const { label } = incoming.row;
+    const lock = incoming.encrypted ? " 🔒" : "";
     if (incoming.verified) {
       const link = document.createElement("a");
       link.href = URL.createObjectURL(blob);
-      link.download = incoming.offer.name;
-      link.textContent = `${incoming.offer.name} (verified, ${incoming.offer.size} bytes)`;
+      link.download = incoming.name;
+      link.textContent = `${incoming.name} (verified, ${incoming.size} bytes)${lock}`;
       label.replaceChildren(link);
     } else {
-      label.textContent = `${incoming.offer.name}: SHA-256 mismatch — discarded`;
+      label.textContent = `${incoming.name}: ${parts.includes(null) ? "did not decrypt" : "SHA-256 mismatch"} — discarded`;
     }
   }
 
@@ -278,8 +504,8 @@ export class DataChannels {
   /** What tests read: received files and their hash check. */
   files() {
     return [...this.incoming.values()].map((f) => ({
-      name: f.offer.name, size: f.offer.size, from: f.offer.from, received: f.received,
-      verified: f.verified, sha256: f.offer.sha256,
+      name: f.name, size: f.size, from: f.offer.from, received: f.received,
+      verified: f.verified, sha256: f.sha256, encrypted: f.encrypted, readable: !f.unreadable,
     }));
   }
 }

@@ -41,14 +41,35 @@
 // Sending: with E2EE on every frame is encrypted (VP8 and Opus only; anything else is
 // dropped, never sent in clear); with it off frames pass unchanged.
 //
+// Chat and files (docs/E2EE.md, "Chat and files") are sealed and opened here too, since
+// the keys live here: the page (channels.js) asks with a request id and gets a reply,
+// {op:"reply", id, ...result} or {op:"reply", id, error: code}. Each is sealed under the
+// key active at that moment, with that key's data key (HKDF labels of its own, so its
+// CTRs never meet the frames'). A file keeps its offer's key for all of its chunks, on
+// both sides, whatever rotates meanwhile. Data requests: {op:"sealChat", text, to},
+// {op:"openChat", identity, sealed, to}, {op:"sealFile", name, sha256, plainSize, mime},
+// {op:"sealChunk", handle, index, data}, {op:"openFile", identity, sealed, plainSize,
+// mime}, {op:"openChunk", handle, index, data}, {op:"endFile", handle}.
+//
 // Messages from the page: {op:"enable", on}, {op:"mode", identity, mode},
 // {op:"addKey", identity, kid, baseKey}, {op:"forget", identity}, {op:"rotate"},
 // {op:"keysToShare", id}, {op:"keyFrame", identity}; and, for the
 // createEncodedStreams fallback, {op:"stream", readable, writable, options}.
 // To the page: {op:"newKey", kid, baseKey}, {op:"reply", id, keys},
-// {op:"stats", frames, sent}.
+// {op:"stats", frames, sent, sendKid} (sendKid: the KID frames are sent under, or
+// null while sending is off; frames[identity].kid: the KID the last frame opened with).
 
-import { E2EEError, ReceiverKeyring, SenderKeys, clearPrefixLength, parseHeader } from "./e2ee.js";
+import {
+  E2EEError,
+  ReceiverKeyring,
+  SenderKeys,
+  clearPrefixLength,
+  openChat,
+  openFileOffer,
+  parseHeader,
+  sealChat,
+  sealFile,
+} from "./e2ee.js";
 
 const STATS_INTERVAL_MS = 250;
 const ROTATION_CHECK_MS = 1000;
@@ -64,6 +85,8 @@ const frames = {}; // identity -> {decrypted, dropped, passed, kid}
 const sent = { encrypted: 0, dropped: 0, plain: 0 };
 const receivers = new Map(); // identity -> Set of video transformers (for key frame requests)
 let statsDirty = false;
+const files = new Map(); // handle -> OutgoingFile | IncomingFile, while a transfer runs
+let nextFileHandle = 1;
 
 function counters(identity) {
   return (frames[identity] ??= { decrypted: 0, dropped: 0, passed: 0, kid: null });
@@ -168,11 +191,74 @@ function requestKeyFrame(identity) {
   }
 }
 
+function fileOf(handle) {
+  const file = files.get(handle);
+  if (file === undefined) throw new E2EEError("e2ee_error", "no such file");
+  return file;
+}
+
+function keyringOf(identity) {
+  const keyring = keyrings.get(identity);
+  if (keyring === undefined) throw new E2EEError("unknown_kid", `no key from ${identity}`);
+  return keyring;
+}
+
+/** A chat or file request: [result, transferables], or null for any other op. */
+async function dataOp(msg) {
+  switch (msg.op) {
+    case "sealChat": {
+      const sealed = await sealChat(await ensureSenderKeys(), msg.text, msg.to, nowS());
+      return [{ sealed }, [sealed.buffer]];
+    }
+    case "openChat":
+      return [{ text: await openChat(keyringOf(msg.identity), msg.sealed, msg.to, nowS()) }, []];
+    case "sealFile": {
+      const file = await sealFile(await ensureSenderKeys(), msg, nowS());
+      const handle = nextFileHandle++;
+      files.set(handle, file);
+      return [{ handle, sealed: file.sealed, size: file.size }, []];
+    }
+    case "openFile": {
+      const file = await openFileOffer(keyringOf(msg.identity), msg.sealed, msg.plainSize, msg.mime, nowS());
+      const handle = nextFileHandle++;
+      files.set(handle, file);
+      return [{ handle, name: file.name, sha256: file.sha256 }, []];
+    }
+    case "sealChunk": {
+      const data = await fileOf(msg.handle).sealChunk(msg.index, msg.data);
+      return [{ data }, [data.buffer]];
+    }
+    case "openChunk": {
+      const data = await fileOf(msg.handle).openChunk(msg.index, msg.data);
+      return [{ data }, [data.buffer]];
+    }
+    case "endFile":
+      files.delete(msg.handle);
+      return [{}, []];
+    default:
+      return null;
+  }
+}
+
 async function onMessage(msg) {
+  let done;
+  try {
+    done = await dataOp(msg);
+  } catch (err) {
+    // Never the plaintext or a key in a reply: a code and a short reason only.
+    self.postMessage({ op: "reply", id: msg.id, error: err.code ?? "e2ee_error", message: err.message });
+    return;
+  }
+  if (done !== null) {
+    const [result, transferables] = done;
+    self.postMessage({ op: "reply", id: msg.id, ...result }, transferables);
+    return;
+  }
   switch (msg.op) {
     case "enable":
       if (msg.on) await ensureSenderKeys();
       sendEnabled = Boolean(msg.on);
+      statsDirty = true; // the page learns the send KID (or that there is none) soon
       break;
     case "mode":
       modes.set(msg.identity, msg.mode);
@@ -242,5 +328,6 @@ setInterval(async () => {
 setInterval(() => {
   if (!statsDirty) return;
   statsDirty = false;
-  self.postMessage({ op: "stats", frames, sent });
+  const sendKid = sendEnabled && senderKeys ? senderKeys.current.kid : null;
+  self.postMessage({ op: "stats", frames, sent, sendKid });
 }, STATS_INTERVAL_MS);

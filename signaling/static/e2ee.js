@@ -6,6 +6,10 @@
 // Worker behind an RTCRtpScriptTransform. Times are passed in as seconds (nowS), never
 // read here. KID and CTR are plain Numbers, so this side handles values up to 2^53 - 1
 // (the wire format allows 2^64 - 1; a sender would rotate long before).
+//
+// Chat and files use the same sender keys with a data key and salt of their own (HKDF
+// labels "sfu-e2ee v1 data key/salt"), so their CTRs never meet the frames' under one
+// key; see "Chat and files" in docs/E2EE.md.
 
 export const CIPHER_SUITE = 0x0004; // AES_128_GCM_SHA256_128, RFC 9605 section 4.5
 export const KEY_BYTES = 16;
@@ -23,6 +27,11 @@ export const ROTATION_INTERVAL_S = 600;
 export const ACTIVATION_DELAY_S = 1;
 export const KEY_GRACE_S = 5;
 
+export const MAX_SEALED_CHAT_BYTES = 8192; // UTF-8 bytes of one encrypted chat message
+export const SEALED_CHUNK_PLAIN_BYTES = 16 * 1024 - 64; // plaintext per file chunk
+export const FILE_TID_BYTES = 16;
+export const MAX_FILE_NAME_CHARS = 255;
+
 export const WRAP_VERSION = 1;
 export const WRAP_BLOB_BYTES = 1 + NONCE_BYTES + 8 + BASE_KEY_BYTES + TAG_BYTES;
 const MAX_IDENTITY_BYTES = 1024;
@@ -32,6 +41,11 @@ const encoder = new TextEncoder();
 const WRAP_LABEL = encoder.encode("sfu-e2ee v1 key wrap");
 const SAFETY_NUMBER_LABEL = encoder.encode("sfu-e2ee v1 safety number");
 const SFRAME_KEY_LABEL = encoder.encode("SFrame 1.0 Secret key ");
+const DATA_KEY_LABEL = encoder.encode("sfu-e2ee v1 data key ");
+const DATA_SALT_LABEL = encoder.encode("sfu-e2ee v1 data salt ");
+const CHAT_CONTEXT_LABEL = encoder.encode("sfu-e2ee v1 chat");
+const FILE_OFFER_CONTEXT_LABEL = encoder.encode("sfu-e2ee v1 file offer");
+const FILE_CHUNK_CONTEXT_LABEL = encoder.encode("sfu-e2ee v1 file chunk");
 const SFRAME_SALT_LABEL = encoder.encode("SFrame 1.0 Secret salt ");
 const TWO_32 = 2 ** 32;
 
@@ -166,6 +180,24 @@ export async function deriveKeySalt(kid, baseKey) {
   return { key, salt };
 }
 
+/** [data key label, data salt label] for `kid`: chat and files, never frames. */
+export function dataLabels(kid) {
+  checkUint(kid, "kid");
+  const suffix = concat(uintBytes(kid, 8), uintBytes(CIPHER_SUITE, 2));
+  return [concat(DATA_KEY_LABEL, suffix), concat(DATA_SALT_LABEL, suffix)];
+}
+
+/** {key, salt} for chat and files: deriveKeySalt with the data labels. */
+export async function deriveDataKeySalt(kid, baseKey) {
+  const [keyLabel, saltLabel] = dataLabels(kid);
+  const base = toBytes(baseKey);
+  const [key, salt] = await Promise.all([
+    hkdfSha256(base, keyLabel, KEY_BYTES),
+    hkdfSha256(base, saltLabel, NONCE_BYTES),
+  ]);
+  return { key, salt };
+}
+
 /** sframe_salt XOR ctr as a 12-byte big-endian integer (RFC 9605 section 4.4.3). */
 export function sframeNonce(salt, ctr) {
   const nonce = Uint8Array.from(salt);
@@ -174,7 +206,10 @@ export function sframeNonce(salt, ctr) {
   return nonce;
 }
 
-/** The derived AES-GCM key and salt for one (kid, base key). */
+/**
+ * The derived AES-GCM key and salt for one (kid, base key): for frames, or with
+ * `{data: true}` for chat and files (another key and salt from the same base key).
+ */
 export class FrameKey {
   constructor(kid, aesKey, salt) {
     this.kid = kid;
@@ -182,11 +217,11 @@ export class FrameKey {
     this._salt = salt;
   }
 
-  static async create(kid, baseKey) {
+  static async create(kid, baseKey, { data = false } = {}) {
     if (toBytes(baseKey).length !== BASE_KEY_BYTES) {
       throw new RangeError(`base key must be ${BASE_KEY_BYTES} bytes`);
     }
-    const { key, salt } = await deriveKeySalt(kid, baseKey);
+    const { key, salt } = await (data ? deriveDataKeySalt : deriveKeySalt)(kid, baseKey);
     const aesKey = await subtle().importKey("raw", key, "AES-GCM", false, ["encrypt", "decrypt"]);
     return new FrameKey(kid, aesKey, salt);
   }
@@ -256,6 +291,8 @@ export class SenderKey {
     this.baseKey = baseKey;
     this._frameKey = frameKey;
     this.nextCtr = 0;
+    this._dataKey = null;
+    this.nextDataCtr = 0;
   }
 
   static async create(kid, baseKey) {
@@ -292,6 +329,28 @@ export class SenderKey {
     const prefix = bytes.slice(0, prefixLength);
     const sframe = await this.encrypt(bytes.subarray(prefixLength), prefix);
     return concat(prefix, sframe).buffer;
+  }
+
+  /** The FrameKey for chat and files (its own key, salt and CTR space). */
+  dataKey() {
+    this._dataKey ??= FrameKey.create(this.kid, this.baseKey, { data: true });
+    return this._dataKey;
+  }
+
+  /** Take `count` consecutive data CTRs (a file: its offer and chunks); the first. */
+  reserveDataCtrs(count) {
+    const first = this.nextDataCtr;
+    if (!(count >= 1) || first + count - 1 > Number.MAX_SAFE_INTEGER) {
+      throw new E2EEError("counter_exhausted", "rotate the key");
+    }
+    this.nextDataCtr = first + count;
+    return first;
+  }
+
+  /** Uint8Array `SFrame header | ciphertext and tag` of chat or a file offer. */
+  async sealData(plaintext, context) {
+    const ctr = this.reserveDataCtrs(1);
+    return (await this.dataKey()).seal(ctr, context, plaintext);
   }
 }
 
@@ -351,6 +410,12 @@ export class SenderKeys {
     this._advance(nowS);
     return this.current.encryptFrame(frame, codec);
   }
+
+  /** The key frames, chat and files use at nowS. */
+  active(nowS) {
+    this._advance(nowS);
+    return this.current;
+  }
 }
 
 // ------------------------------------------------------------------ receivers
@@ -363,6 +428,8 @@ export class ReceiverKeyring {
   constructor({ graceS = KEY_GRACE_S } = {}) {
     this.graceS = graceS;
     this._keys = new Map();
+    this._baseKeys = new Map();
+    this._dataKeys = new Map();
     this._retireAt = new Map();
     this._retiredBelow = 0;
   }
@@ -378,7 +445,10 @@ export class ReceiverKeyring {
     if (this._keys.has(kid)) return;
     if (kid < this._retiredBelow) throw new E2EEError("stale_key", `key ${kid} was retired`);
     const frameKey = await FrameKey.create(kid, baseKey);
-    if (!this._keys.has(kid)) this._keys.set(kid, frameKey);
+    if (!this._keys.has(kid)) {
+      this._keys.set(kid, frameKey);
+      this._baseKeys.set(kid, Uint8Array.from(toBytes(baseKey)));
+    }
   }
 
   /** Drop keys whose grace has run out. */
@@ -387,6 +457,8 @@ export class ReceiverKeyring {
       if (nowS >= deadline) {
         this._retireAt.delete(kid);
         this._keys.delete(kid);
+        this._baseKeys.delete(kid);
+        this._dataKeys.delete(kid);
         this._retiredBelow = Math.max(this._retiredBelow, kid + 1);
       }
     }
@@ -424,6 +496,164 @@ export class ReceiverKeyring {
     const plaintext = await this.decrypt(bytes.subarray(prefixLength), prefix, nowS);
     return concat(prefix, plaintext).buffer;
   }
+
+  /** {plaintext, key, ctr} of a sealed chat or file offer; key is the data key that opened it. */
+  async openData(sealed, context, nowS) {
+    this.expire(nowS);
+    const bytes = toBytes(sealed);
+    const { kid, ctr, length } = parseHeader(bytes);
+    if (!this._keys.has(kid)) throw new E2EEError("unknown_kid", `no key for kid ${kid}`);
+    if (!this._dataKeys.has(kid)) {
+      this._dataKeys.set(kid, FrameKey.create(kid, this._baseKeys.get(kid), { data: true }));
+    }
+    const key = await this._dataKeys.get(kid);
+    if (bytes.length < length + TAG_BYTES) {
+      throw new E2EEError("decrypt_failed", "ciphertext shorter than the tag");
+    }
+    const plaintext = await key.open(ctr, bytes.subarray(0, length), toBytes(context), bytes.subarray(length));
+    this._keyUsed(kid, nowS);
+    return { plaintext, key, ctr };
+  }
+}
+
+// ------------------------------------------------------------------ chat and files
+
+function lengthPrefixedText(text) {
+  const raw = encoder.encode(text);
+  if (raw.length > 0xffff) throw new RangeError("text too long for a context");
+  return concat(uintBytes(raw.length, 2), raw);
+}
+
+/** What a sealed chat is bound to: its addressee ("" for the room). */
+export function chatContext(to) {
+  return concat(CHAT_CONTEXT_LABEL, lengthPrefixedText(to ?? ""));
+}
+
+/** What a sealed file offer is bound to: the clear size and media type. */
+export function fileOfferContext(plainSize, mime) {
+  checkUint(plainSize, "plainSize");
+  return concat(FILE_OFFER_CONTEXT_LABEL, uintBytes(plainSize, 8), lengthPrefixedText(mime));
+}
+
+/** What chunk `index` of transfer `tid` is bound to (no reordering, no splicing). */
+export function fileChunkContext(tid, index) {
+  const id = toBytes(tid);
+  if (id.length !== FILE_TID_BYTES) throw new RangeError(`transfer id must be ${FILE_TID_BYTES} bytes`);
+  return concat(FILE_CHUNK_CONTEXT_LABEL, id, uintBytes(index, 4));
+}
+
+/** Chunks of a sealed file of `plainSize` bytes. */
+export function sealedChunkCount(plainSize) {
+  return Math.ceil(plainSize / SEALED_CHUNK_PLAIN_BYTES);
+}
+
+/** Bytes the chunks of a sealed file carry: chunk i has CTR offerCtr + 1 + i. */
+export function sealedFileSize(kid, offerCtr, plainSize) {
+  const count = sealedChunkCount(plainSize);
+  let size = plainSize + count * TAG_BYTES;
+  for (let i = 0; i < count; i++) size += encodeHeader(kid, offerCtr + 1 + i).length;
+  return size;
+}
+
+/** Uint8Array of a sealed chat message (the base64url of it is the `sealed` field). */
+export async function sealChat(senderKeys, text, to, nowS) {
+  const raw = encoder.encode(text);
+  if (raw.length === 0 || raw.length > MAX_SEALED_CHAT_BYTES) {
+    throw new RangeError(`a chat message is 1 to ${MAX_SEALED_CHAT_BYTES} bytes`);
+  }
+  return senderKeys.active(nowS).sealData(raw, chatContext(to));
+}
+
+const sealedBytes = (sealed) => (typeof sealed === "string" ? fromBase64Url(sealed) : sealed);
+
+/** The text of a sealed chat (bytes, or the base64url `sealed` field); E2EEError if it does not open. */
+export async function openChat(keyring, sealed, to, nowS) {
+  const { plaintext } = await keyring.openData(sealedBytes(sealed), chatContext(to), nowS);
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(plaintext);
+  } catch {
+    throw new E2EEError("bad_sealed", "chat is not UTF-8");
+  }
+}
+
+/** A file being sent sealed: the key its chunks use and its offer's fields. */
+export class OutgoingFile {
+  constructor(key, dataKey, offerCtr, tid, plainSize, mime, sealed) {
+    this.key = key;
+    this._dataKey = dataKey;
+    this.offerCtr = offerCtr;
+    this.tid = tid;
+    this.plainSize = plainSize;
+    this.mime = mime;
+    this.sealed = sealed; // Uint8Array
+    this.size = sealedFileSize(key.kid, offerCtr, plainSize);
+  }
+
+  /** Uint8Array of chunk `index` (SEALED_CHUNK_PLAIN_BYTES of the file at index times that). */
+  sealChunk(index, plaintext) {
+    if (!Number.isInteger(index) || index < 0 || index >= sealedChunkCount(this.plainSize)) {
+      throw new RangeError(`no chunk ${index} in a file of ${this.plainSize} bytes`);
+    }
+    return this._dataKey.seal(this.offerCtr + 1 + index, fileChunkContext(this.tid, index), plaintext);
+  }
+}
+
+/** Seal a file's name and SHA-256 (hex) and reserve the CTRs of its offer and chunks. */
+export async function sealFile(senderKeys, { name, sha256, plainSize, mime }, nowS) {
+  if (!name || [...name].length > MAX_FILE_NAME_CHARS) {
+    throw new RangeError(`a file name is 1 to ${MAX_FILE_NAME_CHARS} characters`);
+  }
+  const key = senderKeys.active(nowS);
+  const tid = globalThis.crypto.getRandomValues(new Uint8Array(FILE_TID_BYTES));
+  const manifest = encoder.encode(JSON.stringify({ name, sha256, tid: toBase64Url(tid) }));
+  const offerCtr = key.reserveDataCtrs(1 + sealedChunkCount(plainSize));
+  const dataKey = await key.dataKey();
+  const sealed = await dataKey.seal(offerCtr, fileOfferContext(plainSize, mime), manifest);
+  return new OutgoingFile(key, dataKey, offerCtr, tid, plainSize, mime, sealed);
+}
+
+/**
+ * A sealed file offer that opened. It keeps the data key the offer used: every chunk
+ * of the transfer is under it, even if the sender rotates meanwhile.
+ */
+export class IncomingFile {
+  constructor(fields) {
+    Object.assign(this, fields); // name, sha256, tid, plainSize, mime, kid, offerCtr, key
+  }
+
+  /** Uint8Array plaintext of chunk `index`; E2EEError "decrypt_failed" if not that chunk. */
+  async openChunk(index, data) {
+    const bytes = toBytes(data);
+    const { kid, ctr, length } = parseHeader(bytes);
+    if (kid !== this.kid || ctr !== this.offerCtr + 1 + index) {
+      throw new E2EEError("decrypt_failed", `chunk ${index} is not in its place`);
+    }
+    if (bytes.length < length + TAG_BYTES) throw new E2EEError("decrypt_failed", "ciphertext shorter than the tag");
+    const context = fileChunkContext(this.tid, index);
+    return this.key.open(ctr, bytes.subarray(0, length), context, bytes.subarray(length));
+  }
+}
+
+/** Open the `sealed` field (or its bytes) of a relayed file offer from the keyring's owner. */
+export async function openFileOffer(keyring, sealed, plainSize, mime, nowS) {
+  const context = fileOfferContext(plainSize, mime);
+  const { plaintext, key, ctr } = await keyring.openData(sealedBytes(sealed), context, nowS);
+  let fields;
+  try {
+    fields = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plaintext));
+    fields.tid = fromBase64Url(fields.tid);
+  } catch {
+    throw new E2EEError("bad_sealed", "file offer does not hold a name, SHA-256 and transfer id");
+  }
+  const { name, sha256, tid } = fields;
+  if (
+    typeof name !== "string" || name.length === 0 || [...name].length > MAX_FILE_NAME_CHARS ||
+    /[/\\]/.test(name) || name === "." || name === ".." ||
+    typeof sha256 !== "string" || !/^[0-9a-f]{64}$/.test(sha256) || tid.length !== FILE_TID_BYTES
+  ) {
+    throw new E2EEError("bad_sealed", "file offer holds a bad name, SHA-256 or transfer id");
+  }
+  return new IncomingFile({ name, sha256, tid, plainSize, mime, kid: key.kid, offerCtr: ctr, key });
 }
 
 // ------------------------------------------------------------------ identities

@@ -115,6 +115,8 @@ class SfuServer:
         ]
         if "--metrics-port" not in self.extra_args:
             command += ["--metrics-port", "0"]  # test servers must not fight over 9464
+        if "--data-port" not in self.extra_args:
+            command += ["--data-port", "0"]  # media port + 1 may be taken
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -4,7 +4,8 @@
 
 Starts a real server and headless Chromium (fake camera and microphone), and saves:
 join.png (the token form), meeting.png (three people, chat and a verified file),
-e2ee.png (encryption on, with safety numbers), error.png (an expired token).
+e2ee.png (encryption on, with safety numbers), error.png (an expired token),
+connection.png (the connection panel open, with encryption on).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import Browser, async_playwright
 
@@ -29,6 +31,19 @@ from tests.e2e.harness import (
 )
 
 VIEWPORT = {"width": 1280, "height": 720}
+
+
+def _panel_live(snapshot: dict[str, Any] | None, other: str) -> bool:
+    """The connection panel shows the server's answer, the other's video flowing and
+    their encryption with a key id."""
+    if not snapshot or not snapshot["serverAnswered"]:
+        return False
+    for person in snapshot["participants"]:
+        if person["identity"] == other:
+            video = [t for t in person["tracks"] if t["kind"] == "video"]
+            keyed = person["e2ee"]["on"] and person["e2ee"]["keyId"] is not None
+            return bool(keyed and video and (video[0]["bitrateBps"] or 0) > 0)
+    return False
 
 
 async def capture(out: Path) -> None:
@@ -81,6 +96,12 @@ async def _states(browser: Browser, server: SfuServer, out: Path) -> None:
                    what="alice encrypted at bob")  # fmt: skip
         await asyncio.sleep(3.0)
         await bob.page.screenshot(path=str(out / "e2ee.png"))
+        await bob.page.click("#connection")
+        await poll(partial(bob.sfu, "sfu.connection.snapshot()"),
+                   partial(_panel_live, other="alice"), timeout_s=20,
+                   what="bob's connection panel to show alice live")  # fmt: skip
+        await asyncio.sleep(1.5)  # one more refresh, so every bitrate spans a full second
+        await bob.page.screenshot(path=str(out / "connection.png"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,6 +212,57 @@ async def test_file_policy_sees_the_counterparty_and_its_obligations_are_audited
     )
 
 
+async def test_a_room_that_keeps_files_gives_them_to_later_members_then_deletes_them(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from signaling.audit import AuditPaths, export
+
+    rooms = sfu_server.data_dir / "rooms.toml"
+    rooms.write_text('[rooms."dc-keep"]\nkeep_files = true\n')
+    files = sfu_server.data_dir / "files"
+    try:
+        alice = await member(http, sfu_server, "dc-keep", "alice")
+        bob = await member(http, sfu_server, "dc-keep", "bob")
+        data = os.urandom(200_000)
+        number = await send_file(alice, data, "kept")
+        await settle(lambda: len(bob.chunks.get(number, b"")) == len(data), 30)
+        assert next(m for m in alice.file_in if m.get("id") == "kept")["kept"] is True
+        # Sealed at rest: the kept file is on disk, and none of its bytes in the clear.
+        sealed = b"".join(p.read_bytes() for p in files.iterdir())
+        assert len(sealed) > len(data) and data[:32] not in sealed and data[-32:] not in sealed
+        await bob.close()
+        carol = await member(http, sfu_server, "dc-keep", "carol")
+        try:
+            await settle(lambda: carol.said("file_complete"), 30)
+            offer = carol.said("file_offer")[0]
+            assert offer["kept"] is True and offer["from"] == "alice"
+            received = bytes(carol.chunks[offer["transfer"]])
+            assert hashlib.sha256(received).hexdigest() == offer["sha256"]
+            carol.file.send(json.dumps({"type": "file_received", "transfer": offer["transfer"],
+                                        "ok": True}))  # fmt: skip
+            await asyncio.sleep(0.3)
+        finally:
+            await carol.close()
+            await alice.close()
+        # The meeting is over: the file is gone, and the audit says so.
+        paths = AuditPaths.in_data_dir(sfu_server.data_dir)
+        records: list[dict[str, Any]] = []
+        for _ in range(100):
+            records = [r for r in export(paths) if r["room"] == "dc-keep"]
+            if any(r["event"] == "files_deleted" for r in records):
+                break
+            await asyncio.sleep(0.2)
+        deleted = [r["detail"] for r in records if r["event"] == "files_deleted"]
+        assert deleted and deleted[0]["reason"] == "meeting ended", records
+        assert deleted[0]["files"][0]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert list(files.iterdir()) == []
+        kept = [r["detail"] for r in records
+                if r["event"] == "file_transfer" and r["detail"].get("kept")]  # fmt: skip
+        assert kept and kept[0]["recipients"] == {"carol": "verified"}, records
+    finally:
+        rooms.unlink()
+
+
 async def test_moderator_actions_reach_the_control_channel_as_notices(
     http: aiohttp.ClientSession, sfu_server: SfuServer
 ) -> None:

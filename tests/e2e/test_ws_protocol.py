@@ -199,3 +199,83 @@ async def test_joins_leaves_and_refused_tokens_reach_the_audit_log(
     assert any(
         r["detail"]["channel"] == "ws" and r["detail"]["remote"] == "127.0.0.1" for r in failures
     )
+
+
+async def test_connection_stats_needs_a_join_and_then_describes_this_connection(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    ws = await connect(http, sfu_server)
+    await ws.send_json({"type": "connection_stats"})
+    refused = await recv(ws)
+    assert (refused["type"], refused["code"], refused["request"]) == (
+        "error",
+        "not_joined",
+        "connection_stats",
+    )
+    assert refused["message"]
+    await join(ws, sfu_server.token("ws-stats", "alice"))
+    # Unknown fields are ignored, as everywhere in version 1.
+    await ws.send_json({"type": "connection_stats", "verbose": True})
+    stats = await recv(ws)
+    assert stats["type"] == "connection_stats" and stats["identity"] == "alice"
+    signaling = stats["signaling"]
+    assert signaling["tls_version"] == "TLSv1.3" and signaling["remote"] == "127.0.0.1"
+    assert signaling["tls_cipher"].startswith("TLS_") and "GCM" in signaling["tls_cipher"]
+    assert stats["transports"] == []  # no offer yet, so no media transport
+    await ws.close()
+
+
+async def test_connection_stats_show_an_aiortc_peers_transport_as_the_server_sees_it(
+    http: aiohttp.ClientSession, sfu_server: SfuServer
+) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import AudioStreamTrack
+
+    from tests.peers import use_loopback_only, wait_for
+
+    use_loopback_only()
+    ws = await connect(http, sfu_server)
+    await join(ws, sfu_server.token("ws-stats-media", "pat"))
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        await ws.send_json(
+            {"type": "offer", "sdp": pc.localDescription.sdp, "mids": {"0": {"publish": "mic"}}}
+        )
+        answer = await recv_type(ws, "answer")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        assert await wait_for(lambda: pc.connectionState == "connected", timeout_s=10)
+
+        async def ask() -> dict[str, Any]:
+            await ws.send_json({"type": "connection_stats"})
+            return await recv_type(ws, "connection_stats")
+
+        deadline = time.monotonic() + 10
+        stats = await ask()
+        while not (
+            stats["transports"] and stats["transports"][0]["published"][0]["packets_received"]
+        ):
+            assert time.monotonic() < deadline, stats
+            await asyncio.sleep(0.2)
+            stats = await ask()
+        (transport,) = stats["transports"]
+        assert transport["mids"] == ["0"] and transport["carries"] == "media"
+        assert transport["dtls_state"] == "connected" and transport["dtls_version"] == "DTLSv1.2"
+        assert transport["dtls_cipher"].startswith("ECDHE-ECDSA-")
+        assert transport["srtp_profile"] in ("AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80")
+        # The pair: the server's media port, and the port aiortc's ICE actually uses.
+        local_ports = {
+            c.port for c in pc.getTransceivers()[0].sender.transport.transport.iceGatherer
+            .getLocalCandidates()
+        }  # fmt: skip
+        assert transport["ice"]["local"] == {"address": "127.0.0.1", "port": sfu_server.media_port}
+        assert transport["ice"]["remote"]["address"] == "127.0.0.1"
+        assert transport["ice"]["remote"]["port"] in local_ports
+        (track,) = transport["published"]
+        assert (track["kind"], track["label"], track["codec"]) == ("audio", "mic", "OPUS")
+        assert track["packets_received"] > 0 and track["packets_lost"] >= 0
+        assert track["jitter_ms"] >= 0 and transport["received"] == []
+    finally:
+        await pc.close()
+        await ws.close()

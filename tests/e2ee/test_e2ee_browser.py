@@ -6,6 +6,7 @@ http, and http://127.0.0.1 is a secure context, which WebCrypto requires)."""
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,9 +21,15 @@ from benchmarks.loadgen.e2ee import (
     IdentityKeyPair,
     ReceiverKeyring,
     SenderKey,
+    SenderKeys,
     b64decode,
     b64encode,
+    derive_data_key_salt,
+    open_chat,
+    open_file_offer,
     safety_number,
+    seal_chat,
+    seal_file,
     unwrap_sender_key,
     wrap_sender_key,
 )
@@ -268,3 +275,95 @@ async def test_module_encrypts_inside_a_worker(page: Page) -> None:
     ring = ReceiverKeyring()
     ring.add_key(2, base_key, 0.0)
     assert ring.decrypt_frame(bytes.fromhex(encrypted), "vp8", 0.0) == frame
+
+
+# ---------------------------------------------------------------- chat and files
+
+SEALED_FILE = bytes(range(256)) * 150  # 38400 bytes: three sealed chunks
+
+
+async def test_page_derives_the_same_data_key_and_salt(page: Page) -> None:
+    base_key = bytes(range(16))
+    result = await in_page(
+        page,
+        """async (base) => {
+          const { key, salt } = await e2ee.deriveDataKeySalt(300, unhex(base));
+          return { key: hex(key), salt: hex(salt) };
+        }""",
+        base_key.hex(),
+    )
+    key, salt = derive_data_key_salt(300, base_key)
+    assert result == {"key": key.hex(), "salt": salt.hex()}
+
+
+async def test_chat_and_a_file_sealed_in_page_open_in_python(page: Page) -> None:
+    result = await in_page(
+        page,
+        """async (data) => {
+          const keys = await e2ee.SenderKeys.create(0, { firstKid: 9 });
+          const bytes = unhex(data);
+          const frame = await keys.encryptFrame(Uint8Array.of(0x01, 2, 3, 4), "vp8", 0);
+          const chat = await e2ee.sealChat(keys, "hello from the page ✓", "bob", 0);
+          const file = await e2ee.sealFile(keys, {
+            name: "plan.pdf", sha256: hex(await crypto.subtle.digest("SHA-256", bytes)),
+            plainSize: bytes.length, mime: "application/pdf" }, 0);
+          const chunks = [];
+          const step = e2ee.SEALED_CHUNK_PLAIN_BYTES;
+          for (let i = 0; i < e2ee.sealedChunkCount(bytes.length); i++) {
+            chunks.push(hex(await file.sealChunk(i, bytes.subarray(i * step, (i + 1) * step))));
+          }
+          return { baseKey: hex(keys.current.baseKey), chat: e2ee.toBase64Url(chat),
+                   sealed: e2ee.toBase64Url(file.sealed), size: file.size, chunks,
+                   frameCtr: keys.current.nextCtr };
+        }""",
+        SEALED_FILE.hex(),
+    )
+    keyring = ReceiverKeyring()
+    keyring.add_key(9, bytes.fromhex(result["baseKey"]), 0.0)
+    assert open_chat(keyring, result["chat"], "bob", 0.0) == "hello from the page ✓"
+    incoming = open_file_offer(keyring, result["sealed"], len(SEALED_FILE), "application/pdf", 0.0)
+    assert (incoming.name, incoming.sha256) == ("plan.pdf", hashlib.sha256(SEALED_FILE).hexdigest())
+    chunks = [bytes.fromhex(c) for c in result["chunks"]]
+    assert sum(map(len, chunks)) == result["size"]
+    assert b"".join(incoming.open_chunk(i, c) for i, c in enumerate(chunks)) == SEALED_FILE
+    # Frames kept their own counter: the one frame took CTR 0, data did not move it.
+    assert result["frameCtr"] == 1
+
+
+async def test_chat_and_a_file_sealed_in_python_open_in_page(page: Page) -> None:
+    keys = SenderKeys(0.0, first_kid=4)
+    chat = seal_chat(keys, "hello from python ✓", None, 0.0)
+    outgoing = seal_file(keys, "notes.txt", SEALED_FILE, "text/plain", 0.0)
+    chunks = [c.hex() for c in outgoing.chunks(SEALED_FILE)]
+    result = await in_page(
+        page,
+        """async ({ baseKey, chat, sealed, plainSize, chunks }) => {
+          const ring = new e2ee.ReceiverKeyring();
+          await ring.addKey(4, unhex(baseKey), 0);
+          const text = await e2ee.openChat(ring, chat, undefined, 0);
+          const wrongTo = await e2ee.openChat(ring, chat, "bob", 0).catch((e) => e.code);
+          const file = await e2ee.openFileOffer(ring, sealed, plainSize, "text/plain", 0);
+          const parts = [];
+          for (let i = 0; i < chunks.length; i++) {
+            parts.push(hex(await file.openChunk(i, unhex(chunks[i]))));
+          }
+          const swapped = await file.openChunk(0, unhex(chunks[1])).catch((e) => e.code);
+          return { text, wrongTo, name: file.name, sha256: file.sha256,
+                   data: parts.join(""), swapped };
+        }""",
+        {
+            "baseKey": keys.current.base_key.hex(),
+            "chat": chat,
+            "sealed": outgoing.sealed,
+            "plainSize": len(SEALED_FILE),
+            "chunks": chunks,
+        },
+    )
+    assert result == {
+        "text": "hello from python ✓",
+        "wrongTo": "decrypt_failed",
+        "name": "notes.txt",
+        "sha256": hashlib.sha256(SEALED_FILE).hexdigest(),
+        "data": SEALED_FILE.hex(),
+        "swapped": "decrypt_failed",
+    }

@@ -216,6 +216,15 @@ def test_cipher_is_ecdhe(server_certificate: DtlsCertificate, client_identity: I
     assert exchange.server.cipher.startswith("ECDHE-")
 
 
+def test_version_is_known_once_connected(
+    server_certificate: DtlsCertificate, client_identity: Identity
+) -> None:
+    server = DtlsServer(server_certificate.create_context(), [])
+    assert server.version is None
+    exchange = connect(server_certificate, client_identity)
+    assert exchange.server.version == "DTLSv1.2"
+
+
 def test_client_with_rsa_certificate_connects(server_certificate: DtlsCertificate) -> None:
     identity = Identity(use_rsa=True)  # GStreamer's webrtcbin uses an RSA certificate
     exchange = connect(server_certificate, identity, profiles=b"SRTP_AES128_CM_SHA1_80")

@@ -286,3 +286,61 @@ def test_a_leaving_sender_cancels_its_transfers(room: Harness) -> None:
     run(bob)
     assert bob.json(bob.file)[-1]["type"] == "file_cancel"
     assert alice.reports[0][1]["result"] == "participant left"
+
+
+def test_sealed_chat_and_files_are_relayed_opaque_and_counted_as_sent(room: Harness) -> None:
+    from benchmarks.loadgen.e2ee import (
+        ReceiverKeyring,
+        SenderKeys,
+        open_chat,
+        open_file_offer,
+        seal_chat,
+        seal_file,
+    )
+
+    alice, bob = Client(room, "alice"), Client(room, "bob")
+    connect(alice, bob)
+    keys = SenderKeys(0.0)
+    keyring = ReceiverKeyring()
+    keyring.add_key(keys.current.kid, keys.current.base_key, 0.0)
+    sealed = seal_chat(keys, "the plan", None, 0.0)
+    say(alice, {"type": "chat", "sealed": sealed, "id": "m1"})
+    run(alice, bob)
+    [chat] = bob.json(bob.control)
+    assert chat["sealed"] == sealed and "body" not in chat and chat["from"] == "alice"
+    assert open_chat(keyring, chat["sealed"], chat.get("to"), 0.0) == "the plan"
+
+    data = bytes(range(256)) * 160  # 40960 bytes: three sealed chunks
+    outgoing = seal_file(keys, "plan.pdf", data, "application/pdf", 0.0)
+    # The room's limit is on the file's size, not on its slightly larger ciphertext.
+    room.room.data.limits = FileLimits(max_bytes=len(data))
+    assert outgoing.size > len(data)
+    file_say(alice, outgoing.offer("f1"))
+    run(alice, bob)
+    [accepted] = alice.json(alice.file)
+    number = accepted["transfer"]
+    [announce] = bob.json(bob.file)
+    assert "name" not in announce and "sha256" not in announce
+    assert (announce["sealed"], announce["size"], announce["plain_size"], announce["mime"]) == (
+        outgoing.sealed, outgoing.size, len(data), "application/pdf")  # fmt: skip
+    for piece in outgoing.chunks(data):
+        alice.sctp.send(alice.file, number.to_bytes(4, "big") + piece, time.monotonic())
+    run(alice, bob)
+    assert bob.json(bob.file)[-1] == {"type": "file_complete", "transfer": number}
+    incoming = open_file_offer(keyring, announce["sealed"], len(data), announce["mime"], 0.0)
+    relayed = bob.chunks()
+    assert data not in relayed and len(relayed) == outgoing.size
+    pieces = [d[4:] for s, d, ppid in bob.inbox if s == bob.file and ppid == 53]
+    assert b"".join(incoming.open_chunk(i, p) for i, p in enumerate(pieces)) == data
+    file_say(bob, {"type": "file_received", "transfer": number, "ok": True})
+    run(alice, bob)
+    [(event, detail)] = alice.reports
+    assert (detail["result"], detail["sealed"], detail["name"], detail["sha256"]) == (
+        "complete", True, None, None)  # fmt: skip
+    assert (detail["size"], detail["relayed"]) == (len(data), outgoing.size)
+
+    # One byte over the limit is refused before any byte moves, as in clear.
+    room.room.data.limits = FileLimits(max_bytes=len(data) - 1)
+    file_say(alice, seal_file(keys, "plan.pdf", data, "application/pdf", 0.0).offer("f2"))
+    run(alice, bob)
+    assert alice.json(alice.file)[-1]["code"] == "file_too_large"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +12,9 @@ from hypothesis import strategies as st
 
 from sfu.wire.datamsg import (
     MAX_CHUNK,
+    MAX_SEALED_CHAT_CHARS,
+    MAX_SEALED_OFFER_CHARS,
+    SEALED_CHUNK_PLAIN,
     Chat,
     DataMessageError,
     FileCancel,
@@ -21,6 +26,8 @@ from sfu.wire.datamsg import (
     parse_chunk,
     parse_control,
     parse_file_message,
+    sealed_header_length,
+    sealed_size_bounds,
 )
 from tests.fuzzing import examples
 
@@ -124,7 +131,8 @@ def test_arbitrary_text_only_raises_data_message_error(text: str) -> None:
         try:
             parse(text)
         except DataMessageError as exc:
-            assert exc.code in {"bad_json", "bad_message", "unknown_type", "too_large"}
+            assert exc.code in {"bad_json", "bad_message", "unknown_type", "too_large",
+                                "bad_sealed"}  # fmt: skip
 
 
 json_values = st.recursive(
@@ -153,6 +161,8 @@ json_values = st.recursive(
                 "sha256",
                 "transfer",
                 "ok",
+                "sealed",
+                "plain_size",
             ]
         ),  # fmt: skip
         json_values,
@@ -178,3 +188,148 @@ def test_arbitrary_chunks_only_raise_data_message_error(data: bytes) -> None:
     except DataMessageError:
         return
     assert chunk(number, payload) == data
+
+
+# ---------------------------------------------------------------- sealed (E2EE) forms
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+# An SFrame ciphertext as a sender makes it: header (KID 0, CTR 3), 5 bytes, the tag.
+SEALED = b64(b"\x03" + b"\xaa" * 5 + b"\x00" * 16)
+
+
+def sealed_offer(**change: object) -> str:
+    offer = {"type": "file_offer", "id": "f1", "size": 1000 + 17, "plain_size": 1000,
+             "mime": "application/pdf", "sealed": SEALED, **change}  # fmt: skip
+    return json.dumps({k: v for k, v in offer.items() if v is not None})
+
+
+def test_a_sealed_chat_parses_without_a_body() -> None:
+    text = json.dumps({"type": "chat", "sealed": SEALED, "id": "m1", "to": "bob"})
+    assert parse_control(text) == Chat(None, "bob", "m1", SEALED)
+
+
+def test_a_sealed_offer_parses_with_both_sizes() -> None:
+    offer = parse_file_message(sealed_offer())
+    assert offer == FileOffer("f1", None, 1017, "application/pdf", None, None, SEALED, 1000)
+    # The room's size limit applies to the file, not to its encryption.
+    assert offer.file_bytes == 1000
+    plain = parse_file_message(json.dumps({"type": "file_offer", "id": "f2", "name": "a.pdf",
+                                           "size": 10, "mime": "application/pdf",
+                                           "sha256": DIGEST}))  # fmt: skip
+    assert plain.file_bytes == 10 and plain.sealed is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"sealed": SEALED, "body": "hi"}, "bad_message"),
+        ({"sealed": None}, "bad_sealed"),
+        ({"sealed": ""}, "bad_sealed"),
+        ({"sealed": 12}, "bad_sealed"),
+        ({"sealed": SEALED + "="}, "bad_sealed"),  # padded
+        ({"sealed": SEALED.replace("q", "+")}, "bad_sealed"),  # base64, not base64url
+        ({"sealed": "A" * 29}, "bad_sealed"),  # length 1 mod 4: no byte string
+        ({"sealed": "AAAAAAAAAAAAAAAAAAAAAAB"}, "bad_sealed"),  # stray bits: not canonical
+        ({"sealed": b64(b"\x00" * 16)}, "bad_sealed"),  # shorter than header and tag
+        ({"sealed": b64(b"\xff" + b"\x00" * 16)}, "bad_sealed"),  # header of 17 bytes, no tag
+        ({"sealed": "A" * (MAX_SEALED_CHAT_CHARS + 4)}, "too_large"),
+    ],
+)
+def test_bad_sealed_chats_are_named(fields: dict[str, object], code: str) -> None:
+    with pytest.raises(DataMessageError) as caught:
+        parse_control(json.dumps({"type": "chat", **fields}))
+    assert caught.value.code == code
+
+
+def test_the_largest_sealed_chat_fits_the_control_channel() -> None:
+    most = b64(b"\x03" + b"\x00" * (MAX_SEALED_CHAT_CHARS * 3 // 4 - 1))
+    assert len(most) == MAX_SEALED_CHAT_CHARS
+    assert parse_control(json.dumps({"type": "chat", "sealed": most})).sealed == most
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"name": "a.pdf"}, "bad_message"),  # the name belongs inside "sealed"
+        ({"sha256": DIGEST}, "bad_message"),
+        ({"plain_size": None}, "bad_message"),
+        ({"plain_size": -1}, "bad_message"),
+        ({"plain_size": True}, "bad_message"),
+        ({"size": 1000 + 16}, "bad_message"),  # less than the least overhead
+        ({"size": 1000 + 34}, "bad_message"),  # more than the most
+        ({"size": None}, "bad_message"),
+        ({"mime": "PDF"}, "bad_message"),
+        ({"sealed": "not base64!"}, "bad_sealed"),
+        ({"sealed": "A" * (MAX_SEALED_OFFER_CHARS + 4)}, "too_large"),
+        ({"id": "no spaces"}, "bad_message"),
+    ],
+)
+def test_bad_sealed_offers_are_named(change: dict[str, object], code: str) -> None:
+    with pytest.raises(DataMessageError) as caught:
+        parse_file_message(sealed_offer(**change))
+    assert caught.value.code == code
+
+
+def test_a_clear_offer_cannot_carry_a_plain_size() -> None:
+    offer = {"type": "file_offer", "id": "f1", "name": "a.pdf", "size": 10, "plain_size": 10,
+             "mime": "application/pdf", "sha256": DIGEST}  # fmt: skip
+    with pytest.raises(DataMessageError) as caught:
+        parse_file_message(json.dumps(offer))
+    assert caught.value.code == "bad_message"
+
+
+def test_sealed_size_bounds_follow_the_chunking() -> None:
+    assert sealed_size_bounds(0) == (0, 0)
+    assert sealed_size_bounds(1) == (1 + 17, 1 + 33)
+    assert sealed_size_bounds(SEALED_CHUNK_PLAIN) == (SEALED_CHUNK_PLAIN + 17,
+                                                      SEALED_CHUNK_PLAIN + 33)  # fmt: skip
+    assert sealed_size_bounds(SEALED_CHUNK_PLAIN + 1)[0] == SEALED_CHUNK_PLAIN + 1 + 34
+    # Every sealed chunk fits a chunk message, even with the longest header.
+    assert SEALED_CHUNK_PLAIN + 33 <= MAX_CHUNK
+
+
+@settings(max_examples=examples(300))
+@given(st.binary(max_size=80))
+def test_sealed_values_parse_exactly_when_they_hold_a_header_and_a_tag(raw: bytes) -> None:
+    text = json.dumps({"type": "chat", "sealed": b64(raw)})
+    try:
+        chat = parse_control(text)
+    except DataMessageError as exc:
+        assert exc.code == "bad_sealed"
+        assert not raw or len(raw) < sealed_header_length(raw) + 16
+        return
+    assert isinstance(chat, Chat) and chat.sealed == b64(raw) and chat.body is None
+    assert len(raw) >= sealed_header_length(raw) + 16
+
+
+@settings(max_examples=examples(300))
+@given(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=!",
+               max_size=60))  # fmt: skip
+def test_arbitrary_sealed_text_only_raises_named_errors(sealed: str) -> None:
+    for parse, text in (
+        (parse_control, json.dumps({"type": "chat", "sealed": sealed})),
+        (parse_file_message, sealed_offer(sealed=sealed)),
+    ):
+        try:
+            parse(text)
+        except DataMessageError as exc:
+            assert exc.code in {"bad_sealed", "too_large"}, (sealed, exc.code)
+
+
+@settings(max_examples=examples(300))
+@given(st.integers(0, 2**40), st.integers(-100, 100_000))
+def test_sealed_offer_sizes_are_accepted_only_within_the_bounds(plain: int, extra: int) -> None:
+    text = sealed_offer(plain_size=plain, size=plain + extra)
+    least, most = sealed_size_bounds(plain)
+    try:
+        offer = parse_file_message(text)
+    except DataMessageError as exc:
+        assert exc.code == "bad_message"
+        assert not least <= plain + extra <= most
+        return
+    assert isinstance(offer, FileOffer) and least <= offer.size <= most
+    assert most - least == 16 * math.ceil(plain / SEALED_CHUNK_PLAIN)

@@ -1,0 +1,139 @@
+"""Data channels run in a process of their own (sfu/io/datalink.py, sfu/io/dataproc.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from benchmarks.loadgen.datamember import DataMember, join_data_member
+from tests.e2e.harness import SfuServer, free_tcp_port, free_udp_port
+from tests.peers import client_ssl, use_loopback_only, wait_for
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def nice_of(pid: int) -> int:
+    # /proc/<pid>/stat: after "(comm)", field 19 of the whole line is the nice value.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def data_port_of(member: DataMember) -> int:
+    sdp = member.pc.remoteDescription.sdp
+    section = sdp[sdp.index("m=application") :]
+    return int(section.split()[1])
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[SfuServer]:
+    metrics_port = free_tcp_port()
+    server = SfuServer(
+        tmp_path, free_tcp_port(), free_udp_port(), tmp_path / "sfu.log",
+        ["--metrics-port", str(metrics_port)],
+    )  # fmt: skip
+    server.start()
+    server.metrics_port = metrics_port  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture
+async def http(server: SfuServer) -> AsyncIterator[aiohttp.ClientSession]:
+    use_loopback_only()
+    connector = aiohttp.TCPConnector(ssl=client_ssl(server.cert_path))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def join(http: aiohttp.ClientSession, server: SfuServer, identity: str) -> DataMember:
+    return await join_data_member(
+        http, server.base_url, server.token("dp-room", identity), identity
+    )
+
+
+async def test_data_channels_are_served_by_a_lower_priority_process_on_another_port(
+    http: aiohttp.ClientSession, server: SfuServer
+) -> None:
+    assert server.process is not None
+    [data_pid] = children(server.process.pid)
+    assert nice_of(data_pid) - nice_of(server.process.pid) == 10
+    alice, bob = await join(http, server, "alice"), await join(http, server, "bob")
+    try:
+        port = data_port_of(alice)
+        assert port == data_port_of(bob)
+        assert port != server.media_port
+        for n in range(5):
+            alice.control.send(json.dumps({"type": "chat", "body": f"hi {n}"}))
+        assert await wait_for(lambda: len(bob.said("chat")) == 5, 10, 0.02)
+        # The data process's counters reach the media process's /metrics.
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"  # type: ignore[attr-defined]
+
+        async def control_messages() -> float:
+            async with http.get(url) as response:
+                text = await response.text()
+            return metric(text, 'sfu_data_messages_total{channel="control"}')
+
+        for _ in range(50):
+            if await control_messages() >= 5:
+                break
+            await asyncio.sleep(0.1)
+        assert await control_messages() >= 5
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_a_dead_data_process_ends_its_sessions_and_is_started_again(
+    http: aiohttp.ClientSession, server: SfuServer
+) -> None:
+    assert server.process is not None
+    [first] = children(server.process.pid)
+    alice = await join(http, server, "alice")
+    try:
+        os.kill(first, signal.SIGKILL)
+        # Alice's session ends with a reason, like any dead transport's.
+        message = await alice.ws.receive_json(timeout=10)
+        while message.get("code") != "session_closed":
+            message = await alice.ws.receive_json(timeout=10)
+        assert "data channel process ended" in message["message"]
+    finally:
+        await alice.close()
+    assert await wait_for(lambda: children(server.process.pid) not in ([], [first]), 20, 0.1)
+    [second] = children(server.process.pid)
+    # It lowers its own priority as soon as it runs.
+    assert await wait_for(lambda: nice_of(second) - nice_of(server.process.pid) == 10, 10, 0.05)
+    # The new process serves new sessions, and the server itself never stopped.
+    assert await wait_for(lambda: "data channel process pid" in _second_start(server), 20, 0.1)
+    bob, carol = await join(http, server, "bob"), await join(http, server, "carol")
+    try:
+        bob.control.send(json.dumps({"type": "chat", "body": "back"}))
+        assert await wait_for(lambda: carol.said("chat"), 10, 0.02)
+        assert server.process.poll() is None
+    finally:
+        await bob.close()
+        await carol.close()
+
+
+def _second_start(server: SfuServer) -> str:
+    """The server log after the data process was started again."""
+    log = server.log_path.read_text(errors="replace")
+    marker = "starting it again"
+    return log[log.index(marker) :] if marker in log else ""
