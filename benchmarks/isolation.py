@@ -1,7 +1,7 @@
 """Is a file flood isolated from a call? The same call measured without and with one.
 
     python -m benchmarks.isolation [--subscribers 10] [--seconds 10] [--runs 1]
-        [--data-channels process|inline] [--json F]
+        [--data-channels process|inline] [--pin] [--json F]
 
 One self-started server on loopback. Each run measures the call (1 publisher with
 audio and 1.5 Mbit/s video, --subscribers viewers, benchmarks/loadgen) twice: alone,
@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen.runner import LoadSpec, run_load
-from benchmarks.loadgen.server import REPO_ROOT, SfuUnderTest, cpu_seconds
+from benchmarks.loadgen.server import REPO_ROOT, SfuUnderTest, cpu_seconds, free_port
 
 FLOOD_START_TIMEOUT_S = 60.0
 FLOOD_STOP_TIMEOUT_S = 60.0
@@ -43,10 +46,19 @@ def _call(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, A
     )
 
 
+# With --pin: the call (server, media process, measuring clients) on CPU 0, the file
+# channels (the data process and the flooding clients) on CPU 1.
+CALL_CPU, FLOOD_CPU = 0, 1
+PIN: list[str] = []  # the flood's command prefix under --pin
+
+
 def _flood(server: SfuUnderTest, seconds: float) -> subprocess.Popen[str]:
+    # The flooding clients run at the lowest priority (SCHED_IDLE): in a real meeting
+    # they are other machines, and here their own Python SCTP would otherwise take the
+    # CPU from the call's measuring clients, which is not what this measures.
     flood = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.dataflood", "--url", server.base_url,
-         "--data-dir", str(server.data_dir), "--seconds", str(seconds)],
+        [*PIN, "chrt", "--idle", "0", sys.executable, "-m", "benchmarks.dataflood",
+         "--url", server.base_url, "--data-dir", str(server.data_dir), "--seconds", str(seconds)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert flood.stdout is not None
@@ -96,10 +108,40 @@ def _children_cpu_s(pid: int) -> float:
     return total
 
 
-def _measured_call(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
+def _socket_wait(metrics_port: int) -> dict[str, float]:
+    """sfu_receive_queue_seconds from the server's /metrics: cumulative counts by le."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("sfu_receive_queue_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _wait_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """How long media waited in the server's socket during one call (per read batch)."""
+    delta = {le: after[le] - before.get(le, 0.0) for le in after}
+    total = delta.get("+Inf", 0.0)
+    if not total:
+        return {"batches": 0}
+    bounds = sorted((float(le), count) for le, count in delta.items() if le != "+Inf")
+    p99 = next((bound for bound, count in bounds if count >= 0.99 * total), None)
+    over = {f"over_{ms}ms": round(1 - delta.get(repr(ms / 1000), total) / total, 5)
+            for ms in (1, 5)}  # fmt: skip
+    return {"batches": int(total), "p99_bucket_ms": None if p99 is None else p99 * 1000, **over}
+
+
+def _measured_call(
+    server: SfuUnderTest, subscribers: int, seconds: float, metrics_port: int
+) -> dict[str, Any]:
     assert server.pid is not None
     cpu_before, started = _children_cpu_s(server.pid), time.monotonic()
+    waits_before = _socket_wait(metrics_port)
     figures = _figures(_call(server, subscribers, seconds))
+    figures["socket_wait"] = _wait_figures(waits_before, _socket_wait(metrics_port))
     elapsed = time.monotonic() - started
     # Over the whole call (connect and warm-up included): a lower bound of its rate.
     figures["data_process_cpu_percent"] = round(
@@ -108,12 +150,14 @@ def _measured_call(server: SfuUnderTest, subscribers: int, seconds: float) -> di
     return figures
 
 
-def run_once(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, Any]:
-    alone = _measured_call(server, subscribers, seconds)
+def run_once(
+    server: SfuUnderTest, subscribers: int, seconds: float, metrics_port: int
+) -> dict[str, Any]:
+    alone = _measured_call(server, subscribers, seconds, metrics_port)
     # The flood outlives the call's connect, warm-up and window; it is stopped after.
     flood = _flood(server, seconds * 10 + 120)
     try:
-        flooded = _measured_call(server, subscribers, seconds)
+        flooded = _measured_call(server, subscribers, seconds, metrics_port)
     finally:
         data = _stop_flood(flood)
 
@@ -146,13 +190,26 @@ def main(argv: list[str] | None = None) -> int:
         default="process",
         help="where the server runs data channels (sfu serve --data-channels)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"the call on CPU {CALL_CPU}, the data process and the flood on CPU {FLOOD_CPU}",
+    )
     args = parser.parse_args(argv)
+    extra = []
+    if args.pin:
+        os.sched_setaffinity(0, {CALL_CPU})  # inherited by the server and the call's clients
+        PIN[:] = ["taskset", "-c", str(FLOOD_CPU)]
+        extra = ["--data-cpus", str(FLOOD_CPU)]
+    metrics_port = free_port(socket.SOCK_STREAM)
     server = SfuUnderTest.self_started_default(
-        ["--metrics-port", "0", "--data-channels", args.data_channels]
+        ["--metrics-port", str(metrics_port), "--data-channels", args.data_channels, *extra]
     )
     server.start()
     try:
-        runs = [run_once(server, args.subscribers, args.seconds) for _ in range(args.runs)]
+        runs = [
+            run_once(server, args.subscribers, args.seconds, metrics_port) for _ in range(args.runs)
+        ]
     except Exception:
         sys.stderr.write("server log, last lines:\n" + server.log_tail(20_000) + "\n")
         raise
@@ -171,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "data_channels": args.data_channels,
+        "pinned": args.pin,
         "runs": runs,
         "median": {
             "audio_p99_ratio": median(("ratio", "audio_p99_us")),

@@ -158,6 +158,7 @@ class MediaService:
         data_port: int = 0,
         files_dir: Path | None = None,
         files_budget: int = 1 << 30,
+        data_cpus: str = "",
     ) -> None:
         """``data_channels``: "process" serves them from a process of their own on
         ``data_port`` (sfu/io/datalink.py), "inline" on the media port."""
@@ -170,7 +171,7 @@ class MediaService:
         if data_channels == "process":
             self.data_link = DataLink(
                 bind_host, data_port, silence_timeout_s, files_dir=files_dir,
-                files_budget=files_budget,
+                files_budget=files_budget, cpus=data_cpus,
             )  # fmt: skip
             self.data_link.on_room_event = self._observe
         elif files_dir is not None:
@@ -413,6 +414,7 @@ class MediaService:
             datagrams_in=counters["datagrams_in"],
             datagrams_out=counters["datagrams_out"] + self._native_datagrams_out(),
             forward_latency=snapshot_histogram(worker.forward_latency),
+            receive_queue=snapshot_histogram(worker.receive_queue),
             data_messages=_prefixed(counters, "data_messages:"),
             data_sent_bytes=_prefixed(counters, "data_sent_bytes:"),
             data_refused=_prefixed(counters, "data_refused:"),

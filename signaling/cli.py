@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=int(_env("DATA_PORT", "-1")),
         help="UDP port of the data channel process (default: media port + 1, or any if that is 0)",
+    )
+    serve.add_argument(
+        "--data-cpus",
+        default=_env("DATA_CPUS", ""),
+        help="CPUs for the data channel process, e.g. 1 or 2-3 (default: any): keep"
+        " file floods off the cores that media uses",
     )
     serve.add_argument(
         "--files-budget-mb",
@@ -219,6 +226,9 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+_CPU_LIST = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -236,6 +246,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if (args.cert is None) != (args.key is None):
         log.error("--cert and --key go together")
+        return 2
+    if args.data_cpus and not _CPU_LIST.fullmatch(args.data_cpus):
+        log.error("--data-cpus must be a CPU list like 1 or 0,2 or 2-3, got %r", args.data_cpus)
         return 2
     if args.cert is None:
         extra = [args.public_ip] if args.public_ip else []
@@ -274,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
             data_port,
             files_dir=data_dir / "files",
             files_budget=args.files_budget_mb * 1024 * 1024,
+            data_cpus=args.data_cpus,
         )
     except DatapathUnavailable as exc:
         log.error("%s", exc)

@@ -155,7 +155,22 @@ def snapshot_families(snapshot: MetricsSnapshot) -> list[Metric]:
         ),
     ]
     if snapshot.forward_latency is not None:
-        families.append(_latency_histogram(snapshot.forward_latency))
+        families.append(
+            _latency_histogram(
+                "sfu_forward_latency_seconds",
+                "Time from reading an RTP datagram to handing its copies to the socket.",
+                snapshot.forward_latency,
+            )
+        )
+    if snapshot.receive_queue is not None:
+        families.append(
+            _latency_histogram(
+                "sfu_receive_queue_seconds",
+                "How long the oldest waiting datagram sat in the media socket before the"
+                " worker read it (one sample per read batch): time the worker was busy.",
+                snapshot.receive_queue,
+            )
+        )
     return families
 
 
@@ -173,7 +188,9 @@ def _labelled_counter(
     return family
 
 
-def _latency_histogram(histogram: HistogramSnapshot) -> HistogramMetricFamily:
+def _latency_histogram(
+    name: str, documentation: str, histogram: HistogramSnapshot
+) -> HistogramMetricFamily:
     # The snapshot's counts are already cumulative, one per bound and then +Inf.
     buckets = [
         (_bucket_label(bound), float(count))
@@ -181,8 +198,8 @@ def _latency_histogram(histogram: HistogramSnapshot) -> HistogramMetricFamily:
     ]
     buckets.append(("+Inf", float(histogram.cumulative[-1])))
     return HistogramMetricFamily(
-        "sfu_forward_latency_seconds",
-        "Time from reading an RTP datagram to handing its copies to the socket.",
+        name,
+        documentation,
         buckets=buckets,
         sum_value=histogram.sum,
     )

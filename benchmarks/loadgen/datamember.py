@@ -105,17 +105,32 @@ def file_offer(data: bytes, file_id: str, **extra: Any) -> str:
                        "sha256": hashlib.sha256(data).hexdigest(), **extra})  # fmt: skip
 
 
-async def send_file(sender: DataMember, data: bytes, file_id: str, timeout_s: float = 10) -> int:
-    """Offer ``data`` and send it in chunks; returns the transfer number."""
-    sender.file.send(file_offer(data, file_id))
+async def offer_file(
+    sender: DataMember, data: bytes, file_id: str, *, resume: bool = False, timeout_s: float = 10
+) -> dict[str, Any]:
+    """Offer ``data`` (again, with ``resume``, after a reconnect) and return the server's
+    ``file_accepted``; RuntimeError if it refuses."""
+    extra = {"resume": True} if resume else {}
+    sender.file.send(file_offer(data, file_id, **extra))
     if not await _until(lambda: any(m.get("id") == file_id for m in sender.file_in), timeout_s):
         raise RuntimeError(f"no answer to the offer of {file_id}")
     accepted = next(m for m in sender.file_in if m.get("id") == file_id)
     if accepted["type"] != "file_accepted":
         raise RuntimeError(f"offer {file_id} refused: {accepted}")
-    number = int(accepted["transfer"])
-    for offset in range(0, len(data), CHUNK):
-        sender.file.send(number.to_bytes(4, "big") + data[offset : offset + CHUNK])
+    return accepted
+
+
+async def send_range(sender: DataMember, number: int, data: bytes, start: int, stop: int) -> None:
+    """Send ``data[start:stop]`` as chunks of transfer ``number``, never queueing more
+    than SEND_HIGH_WATER in the client."""
+    for offset in range(start, stop, CHUNK):
+        sender.file.send(number.to_bytes(4, "big") + data[offset : min(offset + CHUNK, stop)])
         while sender.file.bufferedAmount > SEND_HIGH_WATER:
             await asyncio.sleep(0.01)
+
+
+async def send_file(sender: DataMember, data: bytes, file_id: str, timeout_s: float = 10) -> int:
+    """Offer ``data`` and send it in chunks; returns the transfer number."""
+    number = int((await offer_file(sender, data, file_id, timeout_s=timeout_s))["transfer"])
+    await send_range(sender, number, data, 0, len(data))
     return number

@@ -71,8 +71,10 @@ class DataLink:
         nice: int = DATA_NICE,
         files_dir: Path | None = None,
         files_budget: int = 0,
+        cpus: str = "",
     ) -> None:
         self.host = host
+        self.cpus = cpus
         self.files_dir = files_dir
         self.files_budget = files_budget
         # Told (room, event) about rooms rather than sessions: files_deleted.
@@ -120,6 +122,8 @@ class DataLink:
             "--host", self.host, "--port", str(self._port or self.requested_port),
             "--silence-timeout", str(self.silence_timeout_s), "--nice", str(self.nice),
         ]  # fmt: skip
+        if self.cpus:
+            command += ["--cpus", self.cpus]
         if self.files_dir is not None:
             command += ["--files-dir", str(self.files_dir)]
             command += ["--files-budget", str(self.files_budget)]

@@ -141,6 +141,29 @@ async def serve(
         sock.close()
 
 
+def parse_cpus(text: str) -> set[int]:
+    """A CPU list as taskset(1) and cpusets write it: "1", "0,2", "2-3"."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def lower_priority(nice: int) -> None:
+    """Let the media process go first whenever both want a core. SCHED_IDLE makes
+    the kernel preempt this process as soon as a normal one wakes up (a mere nice
+    value only shrinks its share: under EEVDF a waking media process may still wait
+    for this one's time slice, milliseconds); the nice value is the fallback."""
+    if nice <= 0:
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError) as exc:
+        log.warning("no SCHED_IDLE (%s): nice %d instead", exc, nice)
+    os.nice(nice)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sfu.io.dataproc")
     parser.add_argument("--fd", type=int, required=True)
@@ -150,13 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=DATA_NICE)
     parser.add_argument("--files-dir", type=Path, default=None)
     parser.add_argument("--files-budget", type=int, default=0)
+    parser.add_argument("--cpus", default="", help="CPUs to run on, e.g. 1 or 2-3 (default: any)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s data[%(process)d] %(name)s: %(message)s",
     )
-    if args.nice:
-        os.nice(args.nice)  # the media process goes first when both want the CPU
+    lower_priority(args.nice)
+    if args.cpus:
+        os.sched_setaffinity(0, parse_cpus(args.cpus))
     import uvloop
 
     store = FileStore(args.files_dir, args.files_budget) if args.files_dir else None

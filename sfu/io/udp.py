@@ -159,6 +159,7 @@ class MediaPort:
             if kind == SO_TIMESTAMPNS and len(value) >= _TIMESPEC.size:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(value)
                 queued_s = (self.wall_clock_ns() - (seconds * 1_000_000_000 + nanoseconds)) / 1e9
+                self.worker.receive_queue.observe(max(0.0, queued_s))
                 self._on_queue_delay(queued_s, now)
             elif kind == SO_RXQ_OVFL and len(value) >= _U32.size:
                 # Cumulative count of datagrams the kernel dropped on a full buffer.

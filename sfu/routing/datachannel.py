@@ -10,7 +10,8 @@ chunks at most 16 KiB), so a file flood delays a chat message by one chunk at mo
 File chunks are relayed live, with back-pressure instead of buffering: the bytes
 of a chunk are released from the sender's receive window only once every
 recipient has room again, so a slow recipient slows the sender, and a recipient
-that stays stuck is dropped from the transfer (FILE_STALL_S).
+that stays stuck is dropped from the transfer (FILE_STALL_S). A transfer whose
+sender goes away is paused, and continues when the sender comes back (resume.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sfu.proto import sctp
 from sfu.proto.dcep import PPID_STRING
 from sfu.routing.keptfiles import KeptFiles
+from sfu.routing.resume import Resumption
 from sfu.wire import datamsg
 from sfu.wire.datamsg import (
     Chat,
@@ -110,6 +112,8 @@ class Transfer:
     held: int = 0  # bytes not yet released to the sender's window
     checked_at: float = 0.0
     kept: StoredFile | None = None  # the room keeps this file for later members
+    paused_at: float | None = None  # the sender went away (resume.py)
+    resumes: int = 0
 
 
 class DataRoom(Protocol):
@@ -336,6 +340,7 @@ class DataRelay:
         self._seq = 0
         self.limits = FileLimits()
         self.kept = KeptFiles(self)
+        self.resumption = Resumption(self)
 
     def new_transfer_number(self) -> int:
         number = self._next_transfer
@@ -441,20 +446,26 @@ class DataRelay:
                 {"type": "file_received", "transfer": transfer.number, "ok": message.ok,
                  "from": source.identity},
             )  # fmt: skip
-            self._maybe_finish(transfer)
+            self.maybe_finish(transfer)
         elif isinstance(message, FileCancel):
             transfer = self.transfers.get(message.transfer)
             if transfer is None:
                 if not self.kept.on_cancel(source, message.transfer):
                     source.send_error(source.file, "not_found", "no such transfer")
-            elif transfer.sender is source:
-                self._end(transfer, "cancelled by the sender", now)
+            elif transfer.sender is source or (
+                transfer.paused_at is not None and transfer.sender.identity == source.identity
+            ):
+                self.end_transfer(transfer, "cancelled by the sender", now)
             elif source.session.session_id in transfer.recipients:
-                self._drop_recipient(transfer, source, "declined", now)
+                self.drop_recipient(transfer, source, "declined", now)
             else:
                 source.send_error(source.file, "not_found", "no such transfer")
 
     def _offer(self, source: DataEndpoint, offer: FileOffer, now: float) -> None:
+        if offer.resume:
+            self.resumption.resume(source, offer, now)
+            return
+
         def refuse(code: str, message: str) -> None:
             source.send_error(source.file, code, message, id=offer.file_id)
 
@@ -526,7 +537,7 @@ class DataRelay:
             source.association.release(size)
             source.send_error(source.file, "too_large", "more bytes than the offer announced",
                               transfer=number)  # fmt: skip
-            self._end(transfer, "sender exceeded the announced size", now)
+            self.end_transfer(transfer, "sender exceeded the announced size", now)
             return
         transfer.relayed += len(payload)
         for endpoint in transfer.recipients.values():
@@ -575,9 +586,10 @@ class DataRelay:
 
     def on_timer(self, now: float) -> None:
         self.kept.on_timer(now)
+        self.resumption.expire(now)
         for transfer in list(self.transfers.values()):
             self._release(transfer, now)
-            if now - transfer.checked_at >= RECHECK_S:
+            if transfer.paused_at is None and now - transfer.checked_at >= RECHECK_S:
                 transfer.checked_at = now
                 self._recheck(transfer, now)
         for transfer in list(self.transfers.values()):
@@ -585,7 +597,7 @@ class DataRelay:
                 continue
             for endpoint in list(transfer.recipients.values()):
                 if endpoint.file_backlog() > FILE_HIGH_WATER:
-                    self._drop_recipient(transfer, endpoint, "stalled", now)
+                    self.drop_recipient(transfer, endpoint, "stalled", now)
 
     def _recheck(self, transfer: Transfer, now: float) -> None:
         """Grants and policy may have changed since the offer: stop what they no longer allow."""
@@ -593,15 +605,15 @@ class DataRelay:
         others = [e.identity for e in transfer.recipients.values()]
         why = sender.session.data_authorize("send_file", others)
         if why is not None:
-            self._end(transfer, f"no longer allowed: {why}", now)
+            self.end_transfer(transfer, f"no longer allowed: {why}", now)
             return
         for endpoint in list(transfer.recipients.values()):
             if endpoint.session.data_authorize("receive_file", [sender.identity]) is not None:
-                self._drop_recipient(transfer, endpoint, "no longer allowed to receive", now)
+                self.drop_recipient(transfer, endpoint, "no longer allowed to receive", now)
                 if transfer.number not in self.transfers:
                     return
 
-    def _drop_recipient(
+    def drop_recipient(
         self, transfer: Transfer, endpoint: DataEndpoint, why: str, now: float
     ) -> None:
         transfer.recipients.pop(endpoint.session.session_id, None)
@@ -614,18 +626,22 @@ class DataRelay:
              "recipient": endpoint.identity},
         )  # fmt: skip
         if not transfer.recipients:
-            self._end(transfer, "no recipients left", now)
+            self.end_transfer(transfer, "no recipients left", now)
         else:
             self._release(transfer, now)
-            self._maybe_finish(transfer)
+            self.maybe_finish(transfer)
 
-    def _maybe_finish(self, transfer: Transfer) -> None:
+    def maybe_finish(self, transfer: Transfer) -> None:
+        """Finish a transfer that every recipient settled; a paused one waits for its
+        sender, who would otherwise never hear the results (resume.py)."""
+        if transfer.paused_at is not None:
+            return
         if transfer.relayed == transfer.offer.size and all(
             e.identity in transfer.outcome for e in transfer.recipients.values()
         ):
             self._finish(transfer, "complete")
 
-    def _end(self, transfer: Transfer, reason: str, now: float) -> None:
+    def end_transfer(self, transfer: Transfer, reason: str, now: float) -> None:
         for endpoint in transfer.recipients.values():
             endpoint.send_json(endpoint.file, {"type": "file_cancel", "transfer": transfer.number,
                                                "reason": reason})  # fmt: skip
@@ -650,14 +666,15 @@ class DataRelay:
             "file_transfer",
             {"result": result, "name": offer.name, "size": offer.file_bytes, "mime": offer.mime,
              "sha256": offer.sha256, "sealed": offer.sealed is not None,
-             "relayed": transfer.relayed,
+             "relayed": transfer.relayed, "resumed": transfer.resumes,
              "recipients": dict(sorted(transfer.outcome.items()))},
         )  # fmt: skip
 
     def cancel_all(self, endpoint: DataEndpoint, reason: str, now: float) -> None:
-        """``endpoint`` is gone (or lost its file channel): end what involves it."""
+        """``endpoint`` is gone (or lost its file channel): pause what it sends (its
+        identity may come back and resume), drop it from what it receives."""
         for transfer in list(self.transfers.values()):
             if transfer.sender is endpoint:
-                self._end(transfer, reason, now)
+                self.resumption.pause(transfer, now)
             elif endpoint.session.session_id in transfer.recipients:
-                self._drop_recipient(transfer, endpoint, reason, now)
+                self.drop_recipient(transfer, endpoint, reason, now)

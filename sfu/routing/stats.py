@@ -87,6 +87,8 @@ class MetricsSnapshot:
     datagrams_in: int = 0
     datagrams_out: int = 0
     forward_latency: HistogramSnapshot | None = None
+    # How long the oldest waiting datagram sat in the socket before a read (per batch).
+    receive_queue: HistogramSnapshot | None = None
     # Data channels (docs/DATA_CHANNELS.md): by channel, refusal code, transfer result.
     data_messages: dict[str, int] = field(default_factory=dict)
     data_sent_bytes: dict[str, int] = field(default_factory=dict)

@@ -54,6 +54,9 @@ class Worker:
         # before any transport exists.
         self.datapath: Datapath = PythonDatapath(self.send)
         self.forward_latency = LatencyHistogram()
+        # Set by the I/O layer: how long the oldest datagram of each read batch waited
+        # in the socket (the kernel's receive timestamp): the media loop's busy time.
+        self.receive_queue = LatencyHistogram()
         self.on_transport_closed: CloseListener | None = None
         # Set by the I/O layer while datagrams wait too long in the socket queue: video
         # RTP is then dropped before decryption so that audio, RTCP, STUN and DTLS,

@@ -6,6 +6,10 @@ transfer, and binary chunks: a 4-byte transfer number (big-endian) and the bytes
 What clients send is checked here; the SFU stamps the sender on everything it
 relays, so nobody can speak for somebody else.
 
+A ``file_offer`` with ``"resume": true`` asks to continue a transfer that stopped
+when its sender's connection went away (sfu/routing/resume.py); it repeats the
+interrupted offer exactly.
+
 With end-to-end encryption on (docs/E2EE.md, "Chat and files"), a chat carries an
 opaque ``sealed`` field instead of ``body``, and a file offer carries ``sealed`` (the
 name and SHA-256, encrypted) and ``plain_size`` instead of ``name`` and ``sha256``;
@@ -91,6 +95,7 @@ class FileOffer:
 
     A sealed offer has ``name`` and ``sha256`` only inside ``sealed``, and
     ``plain_size``, the file's own size, which the room's size limit applies to.
+    ``resume`` asks to continue the paused transfer of the same offer.
     """
 
     file_id: str
@@ -101,6 +106,7 @@ class FileOffer:
     to: str | None = None
     sealed: str | None = None
     plain_size: int | None = None
+    resume: bool = False
 
     @property
     def file_bytes(self) -> int:
@@ -254,8 +260,9 @@ def parse_file_message(text: str) -> FileMessage:
         file_id = value.get("id")
         if not isinstance(file_id, str) or not _ID.fullmatch(file_id):
             raise _bad("field 'id' must match [A-Za-z0-9_-]{1,64}")
+        resume = _flag(value, "resume")
         if "sealed" in value:
-            return _sealed_offer(value, file_id)
+            return _sealed_offer(value, file_id, resume)
         name = _string(value, "name", MAX_FILE_NAME_CHARS)
         assert name is not None
         if "/" in name or "\\" in name or name in (".", ".."):
@@ -267,7 +274,7 @@ def parse_file_message(text: str) -> FileMessage:
         digest = value.get("sha256")
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise _bad("field 'sha256' must be 64 lowercase hex digits")
-        return FileOffer(file_id, name, size, mime, digest, _identity(value))
+        return FileOffer(file_id, name, size, mime, digest, _identity(value), resume=resume)
     if kind == "file_received":
         ok = value.get("ok")
         if not isinstance(ok, bool):
@@ -278,6 +285,14 @@ def parse_file_message(text: str) -> FileMessage:
     raise DataMessageError("unknown_type", f"unknown file message type {kind[:40]!r}")
 
 
+def _flag(value: dict[str, Any], name: str) -> bool:
+    """An optional true/false field (absent means false)."""
+    flag = value.get(name, False)
+    if not isinstance(flag, bool):
+        raise _bad(f"field {name!r} must be true or false")
+    return flag
+
+
 def _mime(value: dict[str, Any]) -> str:
     mime = value.get("mime")
     if not isinstance(mime, str) or len(mime) > MAX_MIME_CHARS or not _MIME.fullmatch(mime):
@@ -285,7 +300,7 @@ def _mime(value: dict[str, Any]) -> str:
     return mime
 
 
-def _sealed_offer(value: dict[str, Any], file_id: str) -> FileOffer:
+def _sealed_offer(value: dict[str, Any], file_id: str, resume: bool) -> FileOffer:
     """A file offer whose name and SHA-256 are end-to-end encrypted in ``sealed``.
 
     ``size`` is the ciphertext the chunks will carry (the SFU counts and enforces it
@@ -300,7 +315,9 @@ def _sealed_offer(value: dict[str, Any], file_id: str) -> FileOffer:
     least, most = sealed_size_bounds(plain_size)
     if not least <= size <= most:
         raise _bad(f"field 'size' must be the sealed size of 'plain_size': {least} to {most} bytes")
-    return FileOffer(file_id, None, size, _mime(value), None, _identity(value), sealed, plain_size)
+    return FileOffer(
+        file_id, None, size, _mime(value), None, _identity(value), sealed, plain_size, resume
+    )
 
 
 def parse_chunk(data: bytes) -> tuple[int, bytes]:

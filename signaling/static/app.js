@@ -539,6 +539,7 @@ class Meeting {
     this.timers = [];
     this.pollingFrames = false;
     this.e2ee = new EndToEnd(this);
+    this.carried = null; // the DataChannels of the connection this one replaces
   }
 
   start() {
@@ -645,6 +646,9 @@ class Meeting {
     // Chat and files: their own channels on their own transport (docs/DATA_CHANNELS.md).
     // With the Lock on, chat and files are sealed by the E2EE Worker (docs/E2EE.md).
     this.channels = new DataChannels(this.pc, { log: ui.chatLog }, (id) => this.participants.get(id)?.name, this.e2ee);
+    // After a reconnect, the files of the last connection go on here (resumed).
+    if (this.carried) this.channels.adopt(this.carried);
+    this.carried = null;
     this.channels.opened.then(() => {
       ui.chatInput.disabled = false;
       ui.fileInput.disabled = false;
@@ -929,6 +933,18 @@ class Meeting {
     this.ws?.close();
   }
 
+  /** Drop the connection without leaving, as a network change does (see reconnect()). */
+  drop() {
+    this.state = "closed";
+    const ws = this.ws;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+    }
+    this.teardown();
+    ws?.close();
+  }
+
   leave() {
     if (this.state === "closed" || this.state === "error") return;
     this.leaving = true;
@@ -1105,6 +1121,20 @@ function join(token, room) {
   meeting.start();
 }
 
+/**
+ * Drop this page's connection and join again with the same token, as a new session of
+ * the same identity; its file transfers resume on the new data channels.
+ */
+function reconnect() {
+  const previous = meeting;
+  if (previous?.state !== "joined") return false;
+  previous.drop();
+  meeting = new Meeting(previous.token, previous.room);
+  meeting.carried = previous.channels;
+  meeting.start();
+  return true;
+}
+
 /** What the browser tests read: see tests/e2e. */
 window.sfu = {
   get state() {
@@ -1146,6 +1176,7 @@ window.sfu = {
   connection: connectionPanel.api,
   transportStats: async () => (meeting ? meeting.transportStats() : []),
   leave: () => meeting?.leave(),
+  reconnect: () => reconnect(),
   chatReady: () => Boolean(meeting?.channels?.ready),
   sendChat: (body, to) => meeting?.channels?.sendChat(body, to) ?? false,
   chat: () => [...(meeting?.channels?.chat ?? [])],
@@ -1154,6 +1185,8 @@ window.sfu = {
   filesReceived: () => (meeting?.channels?.files() ?? []).reduce((sum, f) => sum + f.received, 0),
   dataErrors: () => [...(meeting?.channels?.errors ?? [])],
   files: () => meeting?.channels?.files() ?? [],
+  /** Outgoing files that went on after a reconnect. */
+  filesResumed: () => meeting?.channels?.resumed ?? 0,
   /** Send `size` random bytes as a file; resolves when every recipient verified it. */
   sendRandomFile: async (name, size, type = "application/octet-stream", to = undefined) => {
     const bytes = new Uint8Array(size);

@@ -12,6 +12,13 @@
 // with a lock, or as "encrypted … you cannot read" without the sender's key (and such
 // a file is declined); what arrives in clear while this page is locked is labelled
 // "not encrypted", as media tiles are.
+//
+// Transfers survive this page's reconnect (docs/DATA_CHANNELS.md, "Resuming after a
+// reconnect"): the channels of the new connection adopt the old ones' files, offer the
+// interrupted outgoing ones again with `resume`, and continue from the server's offset.
+// A recipient whose sender reconnects sees file_paused, then file_resumed, and keeps
+// appending. Files this page was receiving when it reconnected are lost to it: the
+// server dropped it from them, so it says to ask for them again.
 
 import { MAX_SEALED_CHAT_BYTES, SEALED_CHUNK_PLAIN_BYTES, fromBase64Url, toBase64Url } from "./e2ee.js";
 
@@ -72,6 +79,7 @@ export class DataChannels {
     this.outgoing = new Map(); // file id -> {data, name, progress, transfer, verifiedBy}
     this.incoming = new Map(); // transfer -> {offer, parts, received, progress, verified}
     this.nextId = 1;
+    this.resumed = 0; // outgoing files continued after a reconnect
     this.control.onmessage = (event) => this.onControl(event.data);
     this.file.onmessage = (event) => this.onFile(event.data);
     this.opened = new Promise((resolve) => {
@@ -81,6 +89,42 @@ export class DataChannels {
       this.control.onopen = check;
       this.file.onopen = check;
     });
+  }
+
+  /**
+   * Take over the transfers of `previous`, the channels of this page's last connection.
+   * Outgoing files it had not finished go out again with `resume` once these open.
+   */
+  adopt(previous) {
+    Object.assign(this, {
+      outgoing: previous.outgoing, incoming: previous.incoming, nextId: previous.nextId,
+      chat: previous.chat, errors: previous.errors, resumed: previous.resumed,
+    });
+    for (const incoming of this.incoming.values()) {
+      if (incoming.verified !== null || incoming.interrupted) continue;
+      // The server dropped this page from the transfer when its connection went.
+      incoming.interrupted = true;
+      incoming.row.label.textContent = `${incoming.name ?? "encrypted file"}: interrupted by the reconnect — ask ${this.name(incoming.offer.from)} to send it again`;
+    }
+    this.opened.then(() => {
+      for (const entry of this.outgoing.values()) this.resume(entry);
+    });
+  }
+
+  /** Offer an interrupted outgoing file again, to continue where the relay stopped. */
+  resume(entry) {
+    if (entry.settled || entry.cancelled || entry.error) return;
+    if (entry.encrypted) {
+      // Its key lived in the E2EE Worker of the old connection: it cannot go on.
+      entry.cancelled = true;
+      if (entry.transfer !== null) this.file.send(JSON.stringify({ type: "file_cancel", transfer: entry.transfer }));
+      entry.row.label.textContent = `${entry.name}: interrupted by the reconnect — send it again`;
+      entry.reject(new Error("interrupted by the reconnect"));
+      return;
+    }
+    entry.resuming = true;
+    entry.row.label.textContent = `Resuming ${entry.name}…`;
+    this.file.send(JSON.stringify({ ...entry.offer, resume: true }));
   }
 
   get ready() {
@@ -237,10 +281,17 @@ export class DataChannels {
     const entry = {
       id, name: file.name, size: data.byteLength, data, sent: 0, transfer: null,
       verifiedBy: [], declinedBy: [], error: null, done: null, encrypted: sealed, handle: null,
+      offer: null, resuming: false, settled: false,
     };
     entry.done = new Promise((resolve, reject) => {
-      entry.resolve = resolve;
-      entry.reject = reject;
+      entry.resolve = (value) => {
+        entry.settled = true;
+        resolve(value);
+      };
+      entry.reject = (err) => {
+        entry.settled = true;
+        reject(err);
+      };
     });
     entry.row = this.fileRow(`Sending ${file.name}${sealed ? " 🔒" : ""}`, data.byteLength);
     const mime = file.type || "application/octet-stream";
@@ -259,6 +310,7 @@ export class DataChannels {
       offer = { type: "file_offer", id, name: file.name, size: data.byteLength, mime, sha256 };
     }
     if (to) offer.to = to;
+    entry.offer = offer;
     this.outgoing.set(id, entry);
     this.file.send(JSON.stringify(offer));
     return entry;
@@ -329,6 +381,13 @@ export class DataChannels {
         if (!entry) return;
         entry.transfer = msg.transfer;
         entry.recipients = msg.recipients;
+        if (msg.resumed) {
+          // Continue after the bytes the relay passed on; the results recipients gave
+          // meanwhile come again after this message.
+          Object.assign(entry, { resuming: false, sent: msg.offset, verifiedBy: [], declinedBy: [] });
+          this.resumed += 1;
+          entry.row.label.textContent = `Sending ${entry.name} (resumed)`;
+        }
         this.pump(entry).catch((err) => {
           // Nothing goes out in clear instead: the transfer is cancelled.
           entry.cancelled = true;
@@ -353,6 +412,10 @@ export class DataChannels {
       case "file_complete":
         this.finishIncoming(msg.transfer);
         break;
+      case "file_paused":
+      case "file_resumed":
+        this.onPause(msg);
+        break;
       case "file_cancel": {
         const incoming = this.incoming.get(msg.transfer);
         if (incoming) {
@@ -373,7 +436,12 @@ export class DataChannels {
         this.errors.push(msg);
         const entry = msg.id ? this.outgoing.get(msg.id) : undefined;
         const text = describeFileError(msg.code, msg.message);
-        if (entry) {
+        if (entry?.resuming) {
+          entry.resuming = false;
+          entry.error = msg;
+          entry.row.label.textContent = `${entry.name}: not resumed — ${text}`;
+          entry.reject(new Error(`not resumed: ${text}`));
+        } else if (entry) {
           entry.error = msg;
           entry.row.label.textContent = `${entry.name}: refused — ${text}`;
           entry.reject(new Error(text));
@@ -387,6 +455,24 @@ export class DataChannels {
     }
   }
 
+  /** The sender of an incoming file went away (file_paused) or came back (file_resumed). */
+  onPause(msg) {
+    const incoming = this.incoming.get(msg.transfer);
+    if (!incoming || incoming.verified !== null) return;
+    const who = this.name(incoming.offer.from);
+    const what = incoming.name ?? "encrypted file";
+    if (msg.type === "file_paused") {
+      incoming.pauses += 1;
+      incoming.row.label.textContent = `${what}: paused — waiting for ${who} to reconnect`;
+    } else if (msg.offset !== incoming.relayed) {
+      // The server continues after what it relayed; this page must hold exactly that.
+      this.file.send(JSON.stringify({ type: "file_cancel", transfer: msg.transfer }));
+      incoming.row.label.textContent = `${what}: could not resume — declined`;
+    } else {
+      incoming.row.label.textContent = `${who} sends ${what} (resumed)`;
+    }
+  }
+
   onOffer(msg) {
     const encrypted = typeof msg.sealed === "string";
     const size = encrypted ? msg.plain_size : msg.size;
@@ -394,7 +480,8 @@ export class DataChannels {
     // A file the room kept for members who came later (rooms.toml keep_files).
     const sends = msg.kept ? "shared earlier" : "sends";
     const incoming = {
-      offer: msg, parts: [], received: 0, verified: null, encrypted, unreadable: false,
+      offer: msg, parts: [], received: 0, relayed: 0, pauses: 0, interrupted: false,
+      verified: null, encrypted, unreadable: false,
       name: encrypted ? null : msg.name, sha256: encrypted ? null : msg.sha256, size, chunks: 0,
       handle: null, ready: null,
       row: this.fileRow(encrypted ? `${who} ${sends} an encrypted file 🔒` : `${who} ${sends} ${msg.name}`, size),
@@ -433,6 +520,7 @@ export class DataChannels {
     const transfer = new DataView(buffer).getUint32(0);
     const incoming = this.incoming.get(transfer);
     if (!incoming) return;
+    incoming.relayed += buffer.byteLength - 4; // what the server counts, sealed or not
     if (!incoming.encrypted) {
       incoming.parts.push(buffer.slice(4));
       incoming.received += buffer.byteLength - 4;
@@ -506,6 +594,7 @@ export class DataChannels {
     return [...this.incoming.values()].map((f) => ({
       name: f.name, size: f.size, from: f.offer.from, received: f.received,
       verified: f.verified, sha256: f.sha256, encrypted: f.encrypted, readable: !f.unreadable,
+      pauses: f.pauses, interrupted: f.interrupted,
     }));
   }
 }

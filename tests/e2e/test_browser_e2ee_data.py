@@ -129,7 +129,7 @@ async def test_locked_pages_read_each_others_chat_and_files_and_the_server_sees_
                 "name": FILE_NAME, "size": len(plaintext), "from": "alice",
                 "received": len(plaintext), "verified": True,
                 "sha256": hashlib.sha256(plaintext).hexdigest(), "encrypted": True,
-                "readable": True,
+                "readable": True, "pauses": 0, "interrupted": False,
             }  # fmt: skip
             [at_carol_file] = await carol.sfu("sfu.files()")
             assert (at_carol_file["readable"], at_carol_file["name"]) == (False, None)

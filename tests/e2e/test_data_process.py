@@ -25,9 +25,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def stat_field(pid: int, number: int) -> int:
+    """Field ``number`` (1-based, proc(5)) of /proc/<pid>/stat."""
+    # The fields after "(comm)" start at number 3.
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[number - 3])
+
+
 def nice_of(pid: int) -> int:
-    # /proc/<pid>/stat: after "(comm)", field 19 of the whole line is the nice value.
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    return stat_field(pid, 19)
+
+
+def cpus_of(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return status.split("Cpus_allowed_list:", 1)[1].split()[0]
+
+
+def idle_policy(pid: int) -> bool:
+    return stat_field(pid, 41) == 5  # SCHED_IDLE
 
 
 def data_port_of(member: DataMember) -> int:
@@ -45,7 +59,7 @@ def server(tmp_path: Path) -> Iterator[SfuServer]:
     metrics_port = free_tcp_port()
     server = SfuServer(
         tmp_path, free_tcp_port(), free_udp_port(), tmp_path / "sfu.log",
-        ["--metrics-port", str(metrics_port)],
+        ["--metrics-port", str(metrics_port), "--data-cpus", "0"],
     )  # fmt: skip
     server.start()
     server.metrics_port = metrics_port  # type: ignore[attr-defined]
@@ -74,7 +88,10 @@ async def test_data_channels_are_served_by_a_lower_priority_process_on_another_p
 ) -> None:
     assert server.process is not None
     [data_pid] = children(server.process.pid)
+    # The kernel preempts it whenever the media process wants the core.
+    assert idle_policy(data_pid) and not idle_policy(server.process.pid)
     assert nice_of(data_pid) - nice_of(server.process.pid) == 10
+    assert cpus_of(data_pid) == "0"  # --data-cpus
     alice, bob = await join(http, server, "alice"), await join(http, server, "bob")
     try:
         port = data_port_of(alice)

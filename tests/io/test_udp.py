@@ -158,6 +158,8 @@ async def test_a_stall_is_not_an_overload(room: Room) -> None:
     assert [i for pt, i in got if pt == OPUS.payload_type] == [15, 30, 45, 60]
     assert worker.counters["overload_episodes"] == 0
     assert worker.counters["overload_shed"] == 0
+    # The wait is on record (sfu_receive_queue_seconds): over 100 ms, the last bucket.
+    assert worker.receive_queue.counts[-1] >= 1
 
 
 async def test_a_worker_behind_sheds_video_keeps_audio_and_recovers(

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sfu.proto.sctp import ChannelClosed, MessageReceived, SctpAssociation
-from sfu.routing import datachannel
+from sfu.routing import datachannel, resume
 from sfu.routing.datachannel import DataEndpoint, FileLimits
 from sfu.routing.session import Session, SessionPolicy
 from tests.routing.test_session import Harness
@@ -277,15 +277,25 @@ def test_the_quota_paces_a_sender(room: Harness) -> None:
     assert room.room.data.transfers[number].relayed > relayed
 
 
-def test_a_leaving_sender_cancels_its_transfers(room: Harness) -> None:
+def test_a_leaving_sender_pauses_its_transfers_until_the_grace_period_ends(
+    room: Harness,
+) -> None:
     alice, bob = Client(room, "alice"), Client(room, "bob")
     connect(alice, bob)
     offer(alice, b"x" * 1000)
     run(alice, bob)
-    alice.session.close("left", time.monotonic())
+    left = time.monotonic()
+    alice.session.close("left", left)
     run(bob)
-    assert bob.json(bob.file)[-1]["type"] == "file_cancel"
-    assert alice.reports[0][1]["result"] == "participant left"
+    paused = bob.json(bob.file)[-1]
+    assert (paused["type"], paused["offset"], paused["reason"]) == ("file_paused", 0, "sender left")
+    assert alice.reports == []
+    room.worker.on_dtls_timer(left + resume.PAUSE_GRACE_S + 1)
+    run(bob)
+    cancel = bob.json(bob.file)[-1]
+    assert (cancel["type"], cancel["reason"]) == ("file_cancel", "sender did not come back")
+    assert alice.reports[0][1]["result"] == "sender did not come back"
+    assert not room.room.data.transfers
 
 
 def test_sealed_chat_and_files_are_relayed_opaque_and_counted_as_sent(room: Harness) -> None:

@@ -249,3 +249,10 @@ def test_link_messages_are_bounded_objects() -> None:
         datalink.encode({"op": "x", "blob": "a" * datalink.MAX_MESSAGE_BYTES})
     with pytest.raises(ValueError):
         datalink.decode(b"[1, 2]")
+
+
+def test_cpu_lists_read_like_taskset() -> None:
+    assert dataproc.parse_cpus("1") == {1}
+    assert dataproc.parse_cpus("0,2-4") == {0, 2, 3, 4}
+    with pytest.raises(ValueError):
+        dataproc.parse_cpus("a")

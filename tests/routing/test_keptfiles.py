@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,19 @@ from tests.routing.test_session import Harness
 DATA = bytes(range(256)) * 200  # 51,200 bytes: four chunks
 
 
+@dataclass
+class Keeping:
+    """A room that keeps files, with alice and bob connected."""
+
+    harness: Harness
+    store: FileStore
+    events: list[tuple[str, RoomEvent]]
+    alice: Client
+    bob: Client
+
+
 @pytest.fixture
-def keeping(tmp_path: Path) -> tuple[Harness, FileStore, list[tuple[str, RoomEvent]]]:
+def keeping(tmp_path: Path) -> Keeping:
     harness = Harness()
     store = FileStore(tmp_path / "files", 10_000_000)
     events: list[tuple[str, RoomEvent]] = []
@@ -34,7 +46,9 @@ def keeping(tmp_path: Path) -> tuple[Harness, FileStore, list[tuple[str, RoomEve
     relay = harness.room.data
     relay.kept.store = store
     relay.limits = FileLimits(keep=True)
-    return harness, store, events
+    alice, bob = Client(harness, "alice"), Client(harness, "bob")
+    connect(alice, bob)
+    return Keeping(harness, store, events, alice, bob)
 
 
 def upload(alice: Client, *others: Client, data: bytes = DATA, **extra: object) -> int:
@@ -55,11 +69,10 @@ def pump(harness: Harness, *clients: Client, rounds: int = 50) -> None:
 
 
 def test_a_later_member_gets_the_kept_file_whole_and_it_is_audited(
-    keeping: tuple[Harness, FileStore, list[tuple[str, RoomEvent]]],
+    keeping: Keeping,
 ) -> None:
-    harness, store, _ = keeping
-    alice, bob = Client(harness, "alice"), Client(harness, "bob")
-    connect(alice, bob)
+    harness, store = keeping.harness, keeping.store
+    alice, bob = keeping.alice, keeping.bob
     upload(alice, bob)
     assert bob.chunks() == DATA
     assert alice.json(alice.file)[0]["kept"] is True
@@ -83,11 +96,10 @@ def test_a_later_member_gets_the_kept_file_whole_and_it_is_audited(
 
 
 def test_files_to_one_member_or_not_allowed_to_receive_are_not_offered(
-    keeping: tuple[Harness, FileStore, list[tuple[str, RoomEvent]]],
+    keeping: Keeping,
 ) -> None:
-    harness, store, _ = keeping
-    alice, bob = Client(harness, "alice"), Client(harness, "bob")
-    connect(alice, bob)
+    harness, store = keeping.harness, keeping.store
+    alice, bob = keeping.alice, keeping.bob
     upload(alice, bob, to="bob")
     assert store.kept("r") == []  # a direct file is never kept
     upload(alice, bob, data=b"for the room")
@@ -99,11 +111,10 @@ def test_files_to_one_member_or_not_allowed_to_receive_are_not_offered(
 
 
 def test_an_unfinished_upload_is_not_kept(
-    keeping: tuple[Harness, FileStore, list[tuple[str, RoomEvent]]],
+    keeping: Keeping,
 ) -> None:
-    harness, store, _ = keeping
-    alice, bob = Client(harness, "alice"), Client(harness, "bob")
-    connect(alice, bob)
+    store = keeping.store
+    alice, bob = keeping.alice, keeping.bob
     offer(alice, DATA)
     run(alice, bob)
     number = alice.json(alice.file)[-1]["transfer"]
@@ -116,11 +127,10 @@ def test_an_unfinished_upload_is_not_kept(
 
 
 def test_the_meeting_end_deletes_kept_files_and_says_so(
-    keeping: tuple[Harness, FileStore, list[tuple[str, RoomEvent]]],
+    keeping: Keeping,
 ) -> None:
-    harness, store, events = keeping
-    alice, bob = Client(harness, "alice"), Client(harness, "bob")
-    connect(alice, bob)
+    store, events = keeping.store, keeping.events
+    alice, bob = keeping.alice, keeping.bob
     upload(alice, bob)
     alice.session.close("left", time.monotonic())
     assert len(store.kept("r")) == 1  # bob is still there
@@ -132,13 +142,11 @@ def test_the_meeting_end_deletes_kept_files_and_says_so(
 
 
 def test_retention_deletes_a_kept_file_even_while_it_is_being_sent(
-    keeping: tuple[Harness, FileStore, list[tuple[str, RoomEvent]]],
+    keeping: Keeping,
 ) -> None:
-    harness, store, events = keeping
+    harness, store, events = keeping.harness, keeping.store, keeping.events
     harness.room.data.limits = FileLimits(keep=True, retention_s=30)
-    alice, bob = Client(harness, "alice"), Client(harness, "bob")
-    connect(alice, bob)
-    upload(alice, bob)
+    upload(keeping.alice, keeping.bob)
     # A slow quota from now on: carol gets a chunk or so per tenth of a second.
     harness.room.data.limits = FileLimits(keep=True, retention_s=30, rate_bps=8 * 16384)
     carol = Client(harness, "carol")
@@ -154,3 +162,31 @@ def test_retention_deletes_a_kept_file_even_while_it_is_being_sent(
     [deleted] = [e for _, e in events if isinstance(e, FilesDeleted)]
     assert deleted.reason == "retention"
     assert carol.reports[0][1]["result"] == "deleted"
+
+
+def test_a_resumed_upload_is_kept_whole(
+    keeping: Keeping,
+) -> None:
+    harness, store = keeping.harness, keeping.store
+    alice, bob = keeping.alice, keeping.bob
+    offer(alice, DATA)
+    run(alice, bob)
+    number = alice.json(alice.file)[0]["transfer"]
+    send_chunks(alice, number, DATA[:16384])
+    run(alice, bob)
+    alice.session.close("network changed", time.monotonic())
+    run(bob)
+    assert store.kept("r") == []  # not kept while its upload is unfinished
+    again = Client(harness, "alice")
+    connect(again)
+    offer(again, DATA, resume=True)
+    run(again, bob)
+    accepted = again.json(again.file)[-1]
+    assert (accepted["kept"], accepted["offset"]) == (True, 16384)
+    send_chunks(again, number, DATA[16384:])
+    run(again, bob)
+    # A later member gets the whole file, every byte once.
+    carol = Client(harness, "carol")
+    connect(carol)
+    pump(harness, carol)
+    assert carol.chunks() == DATA

@@ -163,6 +163,7 @@ json_values = st.recursive(
                 "ok",
                 "sealed",
                 "plain_size",
+                "resume",
             ]
         ),  # fmt: skip
         json_values,
@@ -333,3 +334,48 @@ def test_sealed_offer_sizes_are_accepted_only_within_the_bounds(plain: int, extr
         return
     assert isinstance(offer, FileOffer) and least <= offer.size <= most
     assert most - least == 16 * math.ceil(plain / SEALED_CHUNK_PLAIN)
+
+
+# ---------------------------------------------------------------- resuming a transfer
+
+
+def test_a_resume_offer_parses_clear_and_sealed() -> None:
+    clear = {"type": "file_offer", "id": "f1", "name": "a.pdf", "size": 10,
+             "mime": "application/pdf", "sha256": DIGEST}  # fmt: skip
+    assert parse_file_message(json.dumps({**clear, "resume": True})).resume is True
+    assert parse_file_message(json.dumps({**clear, "resume": False})).resume is False
+    assert parse_file_message(json.dumps(clear)).resume is False
+    sealed = parse_file_message(sealed_offer(resume=True))
+    assert sealed.resume is True and sealed.sealed == SEALED
+
+
+@pytest.mark.parametrize("flag", [1, 0, "true", [], {}, 1.0])
+def test_resume_must_be_true_or_false(flag: object) -> None:
+    for text in (
+        json.dumps({"type": "file_offer", "id": "f1", "name": "a.pdf", "size": 10,
+                    "mime": "application/pdf", "sha256": DIGEST, "resume": flag}),
+        sealed_offer(resume=flag),
+    ):  # fmt: skip
+        with pytest.raises(DataMessageError) as caught:
+            parse_file_message(text)
+        assert caught.value.code == "bad_message" and "resume" in caught.value.message
+
+
+def test_resume_null_is_refused() -> None:
+    text = json.dumps({"type": "file_offer", "id": "f1", "name": "a.pdf", "size": 10,
+                       "mime": "application/pdf", "sha256": DIGEST, "resume": None})  # fmt: skip
+    with pytest.raises(DataMessageError):
+        parse_file_message(text)
+
+
+@settings(max_examples=examples(300))
+@given(json_values)
+def test_arbitrary_resume_values_parse_only_as_booleans(flag: object) -> None:
+    text = json.dumps({"type": "file_offer", "id": "f1", "name": "a.pdf", "size": 10,
+                       "mime": "application/pdf", "sha256": DIGEST, "resume": flag})  # fmt: skip
+    try:
+        offer = parse_file_message(text)
+    except DataMessageError as exc:
+        assert exc.code == "bad_message" and not isinstance(flag, bool)
+        return
+    assert isinstance(offer, FileOffer) and offer.resume is flag
