@@ -289,6 +289,11 @@ class DataLink:
             event = FilesDeleted(str(detail["reason"]), tuple(dict(f) for f in detail["files"]))
             if self.on_room_event is not None:
                 self.on_room_event(str(message["room"]), event)
+        elif op == "transport":
+            entry = self._links.get(str(message["session"]))
+            if entry is not None and isinstance(message["state"], dict):
+                entry[1].state = dict(message["state"])
+                entry[1].state_at = time.monotonic()
         elif op == "closed":
             self._on_link_closed(str(message["session"]), str(message["reason"]))
         elif op == "counters":

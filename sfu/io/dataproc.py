@@ -123,6 +123,7 @@ async def serve(
 
     async def report_counters() -> None:
         while True:
+            data_host.describe_changes(time.monotonic())
             link.send({"op": "counters", "counters": dict(media.worker.counters)})
             await asyncio.sleep(REPORT_TIMER_S)
 

@@ -203,6 +203,26 @@ def _transport(
     )
 
 
+def _remote_data(session: Session, now: float) -> TransportStats | None:
+    """The data channels' transport when the data process runs it (as last told)."""
+    link, host = session.remote_data, session.worker.data_host
+    if link is None or link.closed or link.state is None or host is None:
+        return None
+    state = link.state
+    remote = state.get("remote")
+    return TransportStats(
+        mids=(link.mid,),
+        carries="data",
+        dtls_state=str(state.get("dtls_state")),
+        dtls_version=state.get("dtls_version"),
+        dtls_cipher=state.get("dtls_cipher"),
+        srtp_profile=state.get("srtp_profile"),
+        local=IceEndpoint(session.address.ip, host.port),
+        remote=IceEndpoint(str(remote["address"]), int(remote["port"])) if remote else None,
+        last_heard_s=round(float(state.get("last_heard_s", 0.0)) + now - link.state_at, 3),
+    )
+
+
 def describe_connection(session: Session, now: float) -> ConnectionStats:
     """The session's open transports, in the order of their first m-section."""
     mids: dict[int, list[str]] = {}
@@ -210,5 +230,8 @@ def describe_connection(session: Session, now: float) -> ConnectionStats:
         mids.setdefault(id(transport), []).append(mid)
     transports = [t for t in session.transports.values() if not t.closed]
     described = [_transport(t, mids.get(id(t), []), session.address, now) for t in transports]
+    remote = _remote_data(session, now)
+    if remote is not None:
+        described.append(remote)
     described.sort(key=lambda t: [(len(m), m) for m in t.mids])
     return ConnectionStats(session.identity, tuple(described))

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 # (session id, action, counterparties) -> None, or why not.
 RemoteAuthorizer = Callable[[str, str, list[str]], str | None]
+DESCRIBE_EVERY_S = 5.0
 Message = dict[str, Any]
 
 
@@ -48,6 +49,10 @@ class RemoteData:
     ice: IceCredentials
     remote_ufrag: str
     closed: bool = False
+    # The transport as the data process last described it (DataHost.describe_changes)
+    # and when that arrived (monotonic, media process).
+    state: dict[str, Any] | None = None
+    state_at: float = 0.0
 
 
 class DataHostLink(Protocol):
@@ -117,6 +122,8 @@ class HostedSession:
         self.transport: Transport | None = None
         self.endpoint: DataEndpoint | None = None
         self.data_report = report_nothing
+        self.described: dict[str, Any] | None = None  # last told to the media process
+        self.described_at = 0.0
 
     def data_authorize(self, action: str, counterparties: list[str]) -> str | None:
         return self._host.authorize(self.session_id, action, counterparties)
@@ -221,6 +228,28 @@ class DataHost:
         session.closed = True
         self._forget_room(session.room)
         self.send({"op": "closed", "session": session.session_id, "reason": reason})
+
+    def describe_changes(self, now: float) -> None:
+        """Tell the media process how each data transport stands (the connection panel
+        shows it): at once when its ICE pair or DTLS state changed, else every
+        DESCRIBE_EVERY_S (its last_heard_s ages in between)."""
+        for session in self.sessions.values():
+            transport = session.transport
+            if transport is None:
+                continue
+            addr = transport.addr
+            state = {
+                "dtls_state": transport.dtls.state.value,
+                "dtls_version": transport.dtls.version,
+                "dtls_cipher": transport.dtls.cipher,
+                "srtp_profile": transport.srtp_profile,
+                "remote": None if addr is None else {"address": addr[0], "port": addr[1]},
+            }
+            if state != session.described or now - session.described_at >= DESCRIBE_EVERY_S:
+                session.described, session.described_at = state, now
+                last_heard_s = round(max(0.0, now - transport.last_heard), 3)
+                self.send({"op": "transport", "session": session.session_id,
+                           "state": {**state, "last_heard_s": last_heard_s}})  # fmt: skip
 
     def close_all(self, reason: str) -> None:
         for session_id in list(self.sessions):

@@ -8,6 +8,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -100,6 +101,25 @@ async def test_data_channels_are_served_by_a_lower_priority_process_on_another_p
         for n in range(5):
             alice.control.send(json.dumps({"type": "chat", "body": f"hi {n}"}))
         assert await wait_for(lambda: len(bob.said("chat")) == 5, 10, 0.02)
+        # The connection panel's view includes the data transport, as that process
+        # reports it: its port, DTLS, and the pair ICE validated.
+        data: list[dict[str, Any]] = []
+        for _ in range(30):
+            await alice.ws.send_json({"type": "connection_stats"})
+            reply = await alice.ws.receive_json(timeout=5)
+            while reply.get("type") != "connection_stats":
+                reply = await alice.ws.receive_json(timeout=5)
+            data = [t for t in reply["transports"] if t["carries"] == "data"]
+            if data and data[0]["dtls_state"] == "connected":
+                break
+            await asyncio.sleep(0.2)
+        [transport] = data
+        assert transport["dtls_state"] == "connected" and transport["dtls_version"] == "DTLSv1.2"
+        assert transport["dtls_cipher"]
+        assert transport["ice"]["local"]["port"] == port
+        gatherer = alice.pc.sctp.transport.transport.iceGatherer
+        local_ports = {c.port for c in gatherer.getLocalCandidates()}
+        assert transport["ice"]["remote"]["port"] in local_ports
         # The data process's counters reach the media process's /metrics.
         url = f"http://127.0.0.1:{server.metrics_port}/metrics"  # type: ignore[attr-defined]
 

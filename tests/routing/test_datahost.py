@@ -15,6 +15,7 @@ import pytest
 from sfu.io import datalink, dataproc
 from sfu.io.dataproc import ChildLink
 from sfu.proto.ice import IceCredentials
+from sfu.routing import datahost
 from sfu.routing.datachannel import FileLimits
 from sfu.routing.datahost import DataHost, Message, RemoteData
 from sfu.routing.session import Session, SessionPolicy
@@ -256,3 +257,19 @@ def test_cpu_lists_read_like_taskset() -> None:
     assert dataproc.parse_cpus("0,2-4") == {0, 2, 3, 4}
     with pytest.raises(ValueError):
         dataproc.parse_cpus("a")
+
+
+def test_transport_state_is_told_on_change_and_every_few_seconds() -> None:
+    h = Host()
+    h.open("s1", "alice")
+    h.host.describe_changes(100.0)
+    [told] = h.sent
+    assert told["op"] == "transport" and told["session"] == "s1"
+    assert told["state"]["dtls_state"] == "new" and told["state"]["remote"] is None
+    h.host.describe_changes(101.0)
+    assert len(h.sent) == 1  # nothing changed
+    h.worker.bind_address(h.worker.by_ufrag["us1"], ("127.0.0.1", 5555))
+    h.host.describe_changes(102.0)
+    assert h.sent[-1]["state"]["remote"] == {"address": "127.0.0.1", "port": 5555}
+    h.host.describe_changes(102.0 + datahost.DESCRIBE_EVERY_S)
+    assert len(h.sent) == 3
