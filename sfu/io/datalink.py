@@ -43,6 +43,9 @@ RESTART_DELAY_S = 1.0
 DATA_PROCESS_ENDED = "data channel process ended"
 # What the data process may have audited, on a session's or a room's behalf.
 SESSION_REPORTS = ("file_transfer",)
+# How long an ended session's reports are still taken (beyond a paused transfer's
+# grace, sfu/routing/resume.py).
+REMEMBER_ENDED_S = 300.0
 
 
 def encode(message: Message) -> bytes:
@@ -90,6 +93,9 @@ class DataLink:
         # Told (session id, reason) when a data transport dies in the data process.
         self.on_closed: Callable[[str, str], None] | None = None
         self._links: dict[str, tuple[Session, RemoteData]] = {}
+        # Sessions that ended, kept a while for what the data process still reports of
+        # them (a paused transfer whose sender never came back is audited later).
+        self._ended: dict[str, tuple[Session, float]] = {}
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._outbox: deque[bytes] = deque()
@@ -212,7 +218,15 @@ class DataLink:
         current = self._links.get(link.session_id)
         if current is not None and current[1] is link:
             del self._links[link.session_id]
+            self._remember(current[0])
             self._send({"op": "close", "session": link.session_id, "reason": reason})
+
+    def _remember(self, session: Session) -> None:
+        now = time.monotonic()
+        for session_id, (_, ended_at) in list(self._ended.items()):
+            if now - ended_at > REMEMBER_ENDED_S:
+                del self._ended[session_id]
+        self._ended[session.session_id] = (session, now)
 
     def notice(self, room: str, text: str) -> None:
         self._send({"op": "notice", "room": room, "text": text})
@@ -281,9 +295,11 @@ class DataLink:
                 why = entry[0].data_authorize(str(message["action"]), counterparties)
             self._send({"op": "decision", "id": message["id"], "why": why})
         elif op == "report" and message.get("event") in SESSION_REPORTS:
-            entry = self._links.get(str(message["session"]))
-            if entry is not None:
-                entry[0].data_report(str(message["event"]), dict(message["detail"]))
+            session_id = str(message["session"])
+            entry = self._links.get(session_id)
+            session = entry[0] if entry is not None else self._ended.get(session_id, (None,))[0]
+            if session is not None:
+                session.data_report(str(message["event"]), dict(message["detail"]))
         elif op == "room_report" and message.get("event") == "files_deleted":
             detail = message["detail"]
             event = FilesDeleted(str(detail["reason"]), tuple(dict(f) for f in detail["files"]))
@@ -311,6 +327,7 @@ class DataLink:
         if entry is None:
             return
         entry[1].closed = True
+        self._remember(entry[0])
         if self.on_closed is not None:
             self.on_closed(session_id, reason)
 

@@ -280,7 +280,7 @@ export class DataChannels {
     const sealed = this.locked;
     const entry = {
       id, name: file.name, size: data.byteLength, data, sent: 0, transfer: null,
-      verifiedBy: [], declinedBy: [], error: null, done: null, encrypted: sealed, handle: null,
+      verifiedBy: [], corruptAt: [], declinedBy: [], error: null, done: null, encrypted: sealed, handle: null,
       offer: null, resuming: false, settled: false,
     };
     entry.done = new Promise((resolve, reject) => {
@@ -359,7 +359,8 @@ export class DataChannels {
   /** Resolve a sent file's `done` once every recipient verified or declined it. */
   settle(entry) {
     const recipients = entry.recipients ?? [];
-    if (entry.verifiedBy.length + entry.declinedBy.length === recipients.length) entry.resolve(entry);
+    const answered = entry.verifiedBy.length + entry.corruptAt.length + entry.declinedBy.length;
+    if (answered === recipients.length) entry.resolve(entry);
   }
 
   // -- files: receiving -------------------------------------------------------
@@ -384,7 +385,7 @@ export class DataChannels {
         if (msg.resumed) {
           // Continue after the bytes the relay passed on; the results recipients gave
           // meanwhile come again after this message.
-          Object.assign(entry, { resuming: false, sent: msg.offset, verifiedBy: [], declinedBy: [] });
+          Object.assign(entry, { resuming: false, sent: msg.offset, verifiedBy: [], corruptAt: [], declinedBy: [] });
           this.resumed += 1;
           entry.row.label.textContent = `Sending ${entry.name} (resumed)`;
         }
@@ -401,7 +402,7 @@ export class DataChannels {
       case "file_received": {
         const entry = [...this.outgoing.values()].find((e) => e.transfer === msg.transfer);
         if (!entry) return;
-        if (msg.ok) entry.verifiedBy.push(msg.from);
+        (msg.ok ? entry.verifiedBy : entry.corruptAt).push(msg.from);
         entry.row.label.textContent = `${entry.name}: ${msg.ok ? "verified" : "CORRUPT"} at ${this.name(msg.from)}`;
         this.settle(entry);
         break;

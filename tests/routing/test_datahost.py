@@ -273,3 +273,24 @@ def test_transport_state_is_told_on_change_and_every_few_seconds() -> None:
     assert h.sent[-1]["state"]["remote"] == {"address": "127.0.0.1", "port": 5555}
     h.host.describe_changes(102.0 + datahost.DESCRIBE_EVERY_S)
     assert len(h.sent) == 3
+
+
+class EndedSession:
+    session_id = "s9"
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, dict[str, Any]]] = []
+
+    def data_report(self, event: str, detail: dict[str, Any]) -> None:
+        self.reports.append((event, detail))
+
+
+def test_reports_of_an_ended_session_are_still_audited_and_only_known_events() -> None:
+    link = datalink.DataLink("127.0.0.1", 0, 30.0)
+    session = EndedSession()
+    link._remember(session)  # type: ignore[arg-type]
+    detail = {"result": "sender did not come back"}
+    link._on_message({"op": "report", "session": "s9", "event": "file_transfer", "detail": detail})
+    link._on_message({"op": "report", "session": "s9", "event": "keys_changed", "detail": {}})
+    link._on_message({"op": "report", "session": "s0", "event": "file_transfer", "detail": {}})
+    assert session.reports == [("file_transfer", detail)]
