@@ -40,6 +40,7 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 # A data process that dies is started again after this pause.
 RESTART_DELAY_S = 1.0
+RESTART_ATTEMPTS = 6  # 1 s, 2 s, ... 32 s apart
 DATA_PROCESS_ENDED = "data channel process ended"
 # What the data process may have audited, on a session's or a room's behalf.
 SESSION_REPORTS = ("file_transfer",)
@@ -336,6 +337,12 @@ class DataLink:
         if self._stopping:
             return
         code = self._process.poll() if self._process is not None else None
+        if self._ready is not None and not self._ready.done():
+            # It died starting (its own log says why, e.g. the port is taken).
+            self._ready.set_exception(
+                RuntimeError(f"the data channel process ended at start ({code})")
+            )
+            return
         log.error("the data channel process ended (exit %s); starting it again", code)
         self._kill()
         for session_id in list(self._links):
@@ -346,8 +353,11 @@ class DataLink:
         self._restart = self._loop.create_task(self._start_again())
 
     async def _start_again(self) -> None:
-        await asyncio.sleep(RESTART_DELAY_S)
-        try:
-            await self.start()
-        except Exception:
-            log.exception("the data channel process could not be started again")
+        for attempt in range(RESTART_ATTEMPTS):
+            await asyncio.sleep(RESTART_DELAY_S * 2**attempt)
+            try:
+                await self.start()
+                return
+            except Exception as exc:
+                log.error("the data channel process could not be started again: %s", exc)
+        log.error("data channels stay off: the data channel process does not start")

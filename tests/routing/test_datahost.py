@@ -294,3 +294,17 @@ def test_reports_of_an_ended_session_are_still_audited_and_only_known_events() -
     link._on_message({"op": "report", "session": "s9", "event": "keys_changed", "detail": {}})
     link._on_message({"op": "report", "session": "s0", "event": "file_transfer", "detail": {}})
     assert session.reports == [("file_transfer", detail)]
+
+
+async def test_a_data_process_that_cannot_start_fails_the_start_at_once() -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        link = datalink.DataLink("127.0.0.1", taken.getsockname()[1], 30.0)
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="ended at start"):
+            await link.start()
+        assert time.monotonic() - started < datalink.START_TIMEOUT_S / 2
+        await link.stop()
+    finally:
+        taken.close()
