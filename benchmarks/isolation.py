@@ -49,15 +49,15 @@ def _call(server: SfuUnderTest, subscribers: int, seconds: float) -> dict[str, A
 # With --pin: the call (server, media process, measuring clients) on CPU 0, the file
 # channels (the data process and the flooding clients) on CPU 1.
 CALL_CPU, FLOOD_CPU = 0, 1
-PIN: list[str] = []  # the flood's command prefix under --pin
 
 
-def _flood(server: SfuUnderTest, seconds: float) -> subprocess.Popen[str]:
+def _flood(server: SfuUnderTest, seconds: float, cpu: int | None) -> subprocess.Popen[str]:
     # The flooding clients run at the lowest priority (SCHED_IDLE): in a real meeting
     # they are other machines, and here their own Python SCTP would otherwise take the
     # CPU from the call's measuring clients, which is not what this measures.
+    pin = [] if cpu is None else ["taskset", "-c", str(cpu)]
     flood = subprocess.Popen(
-        [*PIN, "chrt", "--idle", "0", sys.executable, "-m", "benchmarks.dataflood",
+        [*pin, "chrt", "--idle", "0", sys.executable, "-m", "benchmarks.dataflood",
          "--url", server.base_url, "--data-dir", str(server.data_dir), "--seconds", str(seconds)],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -151,11 +151,15 @@ def _measured_call(
 
 
 def run_once(
-    server: SfuUnderTest, subscribers: int, seconds: float, metrics_port: int
+    server: SfuUnderTest,
+    subscribers: int,
+    seconds: float,
+    metrics_port: int,
+    flood_cpu: int | None = None,
 ) -> dict[str, Any]:
     alone = _measured_call(server, subscribers, seconds, metrics_port)
     # The flood outlives the call's connect, warm-up and window; it is stopped after.
-    flood = _flood(server, seconds * 10 + 120)
+    flood = _flood(server, seconds * 10 + 120, flood_cpu)
     try:
         flooded = _measured_call(server, subscribers, seconds, metrics_port)
     finally:
@@ -199,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     extra = []
     if args.pin:
         os.sched_setaffinity(0, {CALL_CPU})  # inherited by the server and the call's clients
-        PIN[:] = ["taskset", "-c", str(FLOOD_CPU)]
         extra = ["--data-cpus", str(FLOOD_CPU)]
     metrics_port = free_port(socket.SOCK_STREAM)
     server = SfuUnderTest.self_started_default(
@@ -208,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     server.start()
     try:
         runs = [
-            run_once(server, args.subscribers, args.seconds, metrics_port) for _ in range(args.runs)
+            run_once(
+                server,
+                args.subscribers,
+                args.seconds,
+                metrics_port,
+                FLOOD_CPU if args.pin else None,
+            )  # fmt: skip
+            for _ in range(args.runs)
         ]
     except Exception:
         sys.stderr.write("server log, last lines:\n" + server.log_tail(20_000) + "\n")

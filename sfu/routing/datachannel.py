@@ -318,6 +318,11 @@ class DataEndpoint:
     def file_backlog(self) -> int:
         return 0 if self.file is None else self.association.buffered_amount(self.file)
 
+    @property
+    def file_full(self) -> bool:
+        """Its file stream holds more unacknowledged bytes than FILE_HIGH_WATER."""
+        return self.file_backlog() > FILE_HIGH_WATER
+
     def flush(self, now: float) -> None:
         if self.closed:
             return
@@ -560,7 +565,7 @@ class DataRelay:
         slows down instead of the SFU buffering."""
         if transfer.held == 0:
             return
-        if any(e.file_backlog() > FILE_HIGH_WATER for e in transfer.recipients.values()):
+        if any(e.file_full for e in transfer.recipients.values()):
             if transfer.stalled_since is None:
                 transfer.stalled_since = now
             return
@@ -596,7 +601,7 @@ class DataRelay:
             if transfer.stalled_since is None or now - transfer.stalled_since < FILE_STALL_S:
                 continue
             for endpoint in list(transfer.recipients.values()):
-                if endpoint.file_backlog() > FILE_HIGH_WATER:
+                if endpoint.file_full:
                     self.drop_recipient(transfer, endpoint, "stalled", now)
 
     def _recheck(self, transfer: Transfer, now: float) -> None:

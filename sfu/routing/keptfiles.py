@@ -122,8 +122,6 @@ class KeptFiles:
 
     def pump(self, now: float) -> None:
         """Send what back-pressure and the room's quota allow of every replay."""
-        from sfu.routing.datachannel import FILE_HIGH_WATER
-
         rate = self.relay.limits.rate_bps / 8
         for replay in list(self.replays.values()):
             endpoint = replay.endpoint
@@ -134,7 +132,7 @@ class KeptFiles:
             replay.tokens_at = now
             prefix = replay.number.to_bytes(4, "big")
             while not replay.uploaded and replay.tokens > 0:
-                if endpoint.file_backlog() > FILE_HIGH_WATER:
+                if endpoint.file_full:
                     break
                 try:
                     chunk = next(replay.chunks, None)

@@ -205,7 +205,6 @@ class Session:
         self.data: DataEndpoint | None = None
         # The data channels' transport when they run in the data process instead.
         self.remote_data: RemoteData | None = None
-        self._remote_data_kept = False  # during negotiate: its m-section is still there
         # Signaling's policy for data channels (with counterparties) and its audit.
         self.data_authorize: Authorizer = deny_all
         self.data_report: Reporter = report_nothing
@@ -248,7 +247,6 @@ class Session:
         new_producers: list[Producer] = []
         gone_producers: list[Producer] = []
         seen_mids: set[str] = set()
-        self._remote_data_kept = False
         for index, section in enumerate(offer.media):
             mid = section.mid or str(index)
             seen_mids.add(mid)
@@ -273,7 +271,8 @@ class Session:
             if mid not in seen_mids:
                 self._drop_consumer(mid)
         self._close_unused_transports()
-        if self.remote_data is not None and not self._remote_data_kept:
+        link = self.remote_data
+        if link is not None and not any(a.mid == link.mid and a.port for a in answers):
             self._close_remote_data("m-section closed")
         self.version += 1
         bundle_group = [a.mid for a in answers if a.mid in bundled and a.port] or None
@@ -472,7 +471,6 @@ class Session:
             )
         elif link.remote_ufrag != remote_ufrag:
             host.restart(link, remote_ufrag)  # ICE restart by the client
-        self._remote_data_kept = True
         address = MediaAddress(self.address.ip, host.port)
         return AnswerMedia(
             section.kind,

@@ -63,7 +63,6 @@ def server(tmp_path: Path) -> Iterator[SfuServer]:
         ["--metrics-port", str(metrics_port), "--data-cpus", "0"],
     )  # fmt: skip
     server.start()
-    server.metrics_port = metrics_port  # type: ignore[attr-defined]
     try:
         yield server
     finally:
@@ -121,7 +120,8 @@ async def test_data_channels_are_served_by_a_lower_priority_process_on_another_p
         local_ports = {c.port for c in gatherer.getLocalCandidates()}
         assert transport["ice"]["remote"]["port"] in local_ports
         # The data process's counters reach the media process's /metrics.
-        url = f"http://127.0.0.1:{server.metrics_port}/metrics"  # type: ignore[attr-defined]
+        metrics_port = server.extra_args[server.extra_args.index("--metrics-port") + 1]
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
 
         async def control_messages() -> float:
             async with http.get(url) as response:
