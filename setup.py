@@ -9,6 +9,8 @@ setup(
             Extension(
                 "native.fanout",
                 ["native/fanout.pyx"],
+                include_dirs=["native"],
+                depends=["native/datapath.h"],
                 extra_compile_args=["-O2", "-Wno-unused-function"],
                 define_macros=[("_GNU_SOURCE", "1")],
             )

@@ -393,6 +393,7 @@ class MediaService:
         """A consistent read of every media-plane counter (cheap; call per scrape)."""
         worker = self.media.worker
         counters = worker.counters.copy()
+        counters.update(worker.datapath.counters)  # what the native receive path counted
         if self.data_link is not None:
             counters.update(self.data_link.counters)  # adds: DTLS, data channels
         # The datapath counts what it drops while sending (native: in C).
@@ -431,6 +432,7 @@ class MediaService:
 
     def stats(self) -> dict[str, int]:
         counters = self.media.worker.counters.copy()
+        counters.update(self.media.worker.datapath.counters)
         if self.data_link is not None:
             counters.update(self.data_link.counters)
         counters["datagrams_out"] = counters.get("datagrams_out", 0) + self._native_datagrams_out()

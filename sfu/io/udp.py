@@ -22,9 +22,14 @@ import time
 from collections.abc import Callable
 
 from sfu.io.datapath import create_datapath
+from sfu.routing.transport import Address
 from sfu.routing.worker import MAX_DATAGRAM, Worker
 
 log = logging.getLogger(__name__)
+
+# NativeDatapath.receive: None, or (datagrams read, [(data, addr)] for the Worker,
+# the first datagram's kernel receive time in ns or 0, the kernel's drop count or -1).
+NativeReceive = Callable[[int], tuple[int, list[tuple[bytes, Address]], int, int] | None]
 
 DTLS_TIMER_S = 0.05
 REPORT_TIMER_S = 1.0
@@ -58,6 +63,8 @@ class MediaPort:
         self.port = port
         self.worker = Worker(self._send, silence_timeout_s)
         self.worker.datapath = create_datapath(datapath, self.worker.send)
+        # The native datapath reads the socket itself (recvmmsg, RTP handled in C).
+        self._native_receive: NativeReceive | None = getattr(self.worker.datapath, "receive", None)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timers: list[asyncio.Task[None]] = []
@@ -117,6 +124,8 @@ class MediaPort:
         sock = self._sock
         if sock is None:
             return False
+        if self._native_receive is not None:
+            return self._read_native(self._native_receive, sock.fileno())
         worker = self.worker
         try:
             data, ancillary, _, addr = sock.recvmsg(MAX_DATAGRAM + 1, _ANCILLARY_BYTES)
@@ -140,6 +149,25 @@ class MediaPort:
                 return False
             worker.on_datagram(data, (addr[0], addr[1]), monotonic())
         return True
+
+    def _read_native(self, receive: NativeReceive, fileno: int) -> bool:
+        """The native datapath reads the batch (recvmmsg) and handles the RTP it can in
+        C; the rest comes back here, in order, for the Worker."""
+        result = receive(fileno)
+        if result is None:
+            return False
+        count, slow, stamp_ns, overflow = result
+        worker = self.worker
+        if stamp_ns:
+            queued_s = (self.wall_clock_ns() - stamp_ns) / 1e9
+            worker.receive_queue.observe(max(0.0, queued_s))
+            self._on_queue_delay(queued_s, time.monotonic())
+        if overflow >= 0:
+            worker.counters["socket_receive_overflow"] = overflow
+        monotonic = time.monotonic
+        for data, addr in slow:
+            worker.on_datagram(data, addr, monotonic())
+        return count == RECV_BATCH
 
     def _on_fast_timer(self, now: float) -> None:
         """DTLS and SCTP timers. libuv runs due timers before it polls for I/O, so

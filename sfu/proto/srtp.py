@@ -123,6 +123,16 @@ class SrtpPair:
         The caller keeps this SrtpPair alive for as long as it uses the address."""
         return int(ffi.cast("uintptr_t", self._tx.handle[0]))
 
+    def inbound_handle(self) -> int:
+        """Address of the inbound srtp_t, for the native datapath to unprotect with."""
+        return int(ffi.cast("uintptr_t", self._rx.handle[0]))
+
+    @property
+    def recovering(self) -> bool:
+        """Some stream failed to authenticate since its last good packet: while so,
+        every packet comes here, where failures are counted towards a resync."""
+        return bool(self._failures)
+
     def protect_rtcp(self, packet: bytes) -> bytes:
         return self._tx.run(lib.srtp_protect_rtcp, packet)
 

@@ -1,8 +1,9 @@
-"""Fan-out in pure Python: the reference datapath the native one must match byte for byte.
+"""The datapath in pure Python: the reference the native one must match byte for byte.
 
 A Leg is one subscriber's copy of one track: its SSRC, payload type, the offsets that
 map the source's numbering onto its own continuous numbering, and where and how to
-send (SRTP context + address). A FanOut sends one incoming packet to all its legs.
+send (SRTP context + address). A Track is one incoming track: its receive state (rate
+limit, RFC 3550 statistics, NACK cache) and the legs it fans each packet out to.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from sfu.proto.rtp_stats import RtpReceiverStats
 from sfu.proto.srtp import SrtpError, SrtpPair
+from sfu.routing.stats import LatencyHistogram
+from sfu.routing.track import (
+    INGEST_BITRATE_LIMITED,
+    INGEST_FORWARDED,
+    INGEST_MUTED,
+    INGEST_NO_LEGS,
+    INGEST_RATE_LIMITED,
+    INGEST_WANTS_KEYFRAME,
+    PacketCache,
+    RateLimiter,
+)
+from sfu.wire.codecs import is_keyframe
+from sfu.wire.rtcp import ReportBlock
 from sfu.wire.rtp import RtpHeader
 
 Address = tuple[str, int]
@@ -36,10 +51,52 @@ class Leg(Protocol):
     def set_route(self, srtp: SrtpPair | None, addr: Address | None) -> None: ...
 
 
-class FanOut(Protocol):
+class ReceiverStats(Protocol):
+    """RFC 3550 receiver statistics (sfu.proto.rtp_stats, or its C twin)."""
+
+    @property
+    def packets_lost(self) -> int: ...
+    @property
+    def jitter(self) -> float: ...
+    def on_sender_report(self, ntp_timestamp: int, arrival_s: float) -> None: ...
+    def report_block(self, now_s: float) -> ReportBlock: ...
+
+
+class Cache(Protocol):
+    def get(self, seq: int) -> bytes | None: ...
+    def clear(self) -> None: ...
+
+
+class Track(Protocol):
+    """One incoming track: what the Producer reads and drives."""
+
+    kind: str
+    muted: bool
+    owner: Any  # the Producer (the native datapath's events name it)
+
+    @property
+    def stats(self) -> ReceiverStats: ...
+    @property
+    def cache(self) -> Cache | None: ...
+    @property
+    def packets(self) -> int: ...
+    @property
+    def dropped_rate(self) -> int: ...
     def add(self, leg: Any) -> None: ...
     def remove(self, leg: Any) -> None: ...
-    def forward(self, packet: bytes, header: RtpHeader, keyframe: bool, now: float) -> bool: ...
+    def reset_stats(self, ssrc: int) -> None: ...
+    def ingest(self, packet: bytes, header: RtpHeader, now: float) -> int: ...
+
+
+class Ingress(Protocol):
+    """A transport's receive side on the native fast path."""
+
+    slow: bool
+
+    @property
+    def last_heard(self) -> float: ...
+    def set_route(self, srtp: SrtpPair | None, addr: Address | None) -> None: ...
+    def set_tracks(self, by_ssrc: dict[int, Any]) -> None: ...
 
 
 class Datapath(Protocol):
@@ -54,8 +111,20 @@ class Datapath(Protocol):
     def new_leg(
         self, ssrc: int, payload_type: int, video: bool, clock_rate: int, initial: tuple[int, int]
     ) -> Leg: ...
-    def new_fanout(self, kind: str) -> FanOut: ...
+    @property
+    def counters(self) -> Counter[str]: ...
+    def new_track(
+        self, kind: str, codec: str, clock_rate: int, rate_pps: float, rate_bps: float
+    ) -> Track: ...
+    def new_ingress(self) -> Ingress | None: ...
     def set_socket(self, fileno: int) -> None: ...
+    def set_shedding(self, shedding: bool) -> None: ...
+    def attach(
+        self,
+        on_keyframe_wanted: Callable[[Any, float], None],
+        on_shed: Callable[[Any], None],
+        latency: LatencyHistogram,
+    ) -> None: ...
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -155,20 +224,87 @@ class PythonDatapath:
     ) -> PyLeg:
         return PyLeg(ssrc, payload_type, video, clock_rate, initial)
 
-    def new_fanout(self, kind: str) -> PyFanOut:
-        return PyFanOut(kind, self)
+    def new_track(
+        self,
+        kind: str,
+        codec: str = "",
+        clock_rate: int = 90000,
+        rate_pps: float = float("inf"),
+        rate_bps: float = float("inf"),
+    ) -> PyTrack:
+        return PyTrack(kind, self, codec, clock_rate, rate_pps, rate_bps)
+
+    def new_ingress(self) -> None:
+        """No fast path here: every datagram goes through the Worker."""
+        return None
+
+    @property
+    def counters(self) -> Counter[str]:
+        return Counter()  # the Worker counts everything itself
 
     def set_socket(self, fileno: int) -> None:
         """The Python path sends through the event loop's transport instead."""
 
+    def set_shedding(self, shedding: bool) -> None:
+        """The Transport sheds in Python."""
 
-class PyFanOut:
-    """Sends one packet to every leg: rewrite, SRTP protect, send, each in Python."""
+    def attach(
+        self,
+        on_keyframe_wanted: Callable[[Any, float], None],
+        on_shed: Callable[[Any], None],
+        latency: LatencyHistogram,
+    ) -> None:
+        """Everything happens in Python here: the Producer and Transport call the Worker."""
 
-    def __init__(self, kind: str, datapath: PythonDatapath) -> None:
+
+class PyTrack:
+    """One incoming track: receive state, and one packet sent to every leg (rewrite,
+    SRTP protect, send), each in Python."""
+
+    def __init__(
+        self,
+        kind: str,
+        datapath: PythonDatapath,
+        codec: str = "",
+        clock_rate: int = 90000,
+        rate_pps: float = float("inf"),
+        rate_bps: float = float("inf"),
+    ) -> None:
         self.kind = kind
         self.datapath = datapath
+        self.codec = codec
         self.legs: list[PyLeg] = []
+        self.stats = RtpReceiverStats(0, clock_rate)
+        self.cache = PacketCache() if kind == "video" else None
+        self.limiter = RateLimiter(rate_pps, rate_bps)
+        self.muted = False
+        self.packets = 0
+        self.dropped_rate = 0
+        self.owner: Any = None
+
+    def reset_stats(self, ssrc: int) -> None:
+        self.stats = RtpReceiverStats(ssrc, self.stats.clock_rate)
+
+    def ingest(self, packet: bytes, header: RtpHeader, now: float) -> int:
+        """One decrypted packet: rate limit, statistics, NACK cache, fan-out."""
+        if self.muted:
+            return INGEST_MUTED
+        refused = self.limiter.check(now, len(packet))
+        if refused:
+            self.dropped_rate += 1
+            return INGEST_RATE_LIMITED if refused == "rate_limited" else INGEST_BITRATE_LIMITED
+        self.packets += 1
+        self.stats.on_packet(header.sequence_number, header.timestamp, now)
+        if self.cache is not None:
+            self.cache.put(header.sequence_number, packet)
+        if not self.legs:
+            return INGEST_NO_LEGS
+        keyframe = self.kind == "video" and is_keyframe(
+            self.codec, packet[header.header_size : len(packet) - header.padding_size]
+        )
+        if self.forward(packet, header, keyframe, now):
+            return INGEST_WANTS_KEYFRAME
+        return INGEST_FORWARDED
 
     def add(self, leg: Any) -> None:
         assert isinstance(leg, PyLeg)

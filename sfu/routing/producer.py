@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from sfu.proto.rtp_stats import RtpReceiverStats
+from sfu.routing.track import DROP_COUNTERS, INGEST_WANTS_KEYFRAME
 from sfu.routing.types import TrackInfo
-from sfu.wire.codecs import is_keyframe
 from sfu.wire.rtcp import RtcpFir, RtcpPacket, RtcpPli, RtcpSenderReport
 from sfu.wire.rtp import RtpHeader
 from sfu.wire.sdp import Codec
 
 if TYPE_CHECKING:
     from sfu.routing.consumer import Consumer
+    from sfu.routing.fanout import Cache, ReceiverStats
     from sfu.routing.transport import Transport
 
 # At most one keyframe request per producer in this interval: a burst of subscribers
@@ -23,59 +23,6 @@ KEYFRAME_REQUEST_INTERVAL_S = 0.3
 # limits.toml's [media] table sets them, see signaling/ratelimit.py).
 RATE_LIMIT_PPS = {"audio": 250, "video": 4000}
 RATE_LIMIT_BPS = {"audio": 256_000, "video": 8_000_000}
-CACHE_SIZE = 1024  # packets kept for NACK answers (a few seconds of video)
-
-
-class PacketCache:
-    """Recent plaintext packets by sequence number, in a fixed ring."""
-
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._size = size
-        self._seqs: list[int] = [-1] * size
-        self._packets: list[bytes] = [b""] * size
-
-    def put(self, seq: int, packet: bytes) -> None:
-        slot = seq % self._size
-        self._seqs[slot] = seq
-        self._packets[slot] = packet
-
-    def get(self, seq: int) -> bytes | None:
-        slot = seq % self._size
-        return self._packets[slot] if self._seqs[slot] == seq else None
-
-    def clear(self) -> None:
-        self._seqs = [-1] * self._size
-        self._packets = [b""] * self._size
-
-
-class RateLimiter:
-    """Token buckets over packets and bytes; refill continuously, burst up to one second.
-
-    `check` answers "" when the packet may go (and takes it), else the drop counter
-    to charge."""
-
-    def __init__(self, rate_pps: float, rate_bps: float = float("inf")) -> None:
-        self.rate = rate_pps
-        self.tokens = rate_pps
-        self.byte_rate = rate_bps / 8
-        self.bytes = self.byte_rate
-        self.updated = 0.0
-
-    def allow(self, now: float, size: int = 0) -> bool:
-        return not self.check(now, size)
-
-    def check(self, now: float, size: int) -> str:
-        elapsed = now - self.updated
-        self.updated = now
-        self.tokens = min(self.rate, self.tokens + elapsed * self.rate)
-        self.bytes = min(self.byte_rate, self.bytes + elapsed * self.byte_rate)
-        if self.tokens < 1.0:
-            return "rate_limited"
-        if self.bytes < size:
-            return "bitrate_limited"
-        self.tokens -= 1.0
-        self.bytes -= size
-        return ""
 
 
 class Producer:
@@ -99,47 +46,61 @@ class Producer:
         self.mid = mid
         self.ssrc = ssrc
         self.consumers: set[Consumer] = set()
-        self.fanout = transport.worker.datapath.new_fanout(kind)
-        self.cache = PacketCache() if kind == "video" else None
-        self.stats = RtpReceiverStats(ssrc or 0, codec.clock_rate)
         worker = transport.worker
-        self.limiter = RateLimiter(worker.track_pps[kind], worker.track_bps[kind])
+        # Receive state and fan-out, in the datapath (C structs when native).
+        self.track = worker.datapath.new_track(
+            kind, codec.name, codec.clock_rate, worker.track_pps[kind], worker.track_bps[kind]
+        )
+        self.track.owner = self
+        self.track.reset_stats(ssrc or 0)
         self._last_keyframe_request = -1e9
         self._fir_seq = 0
-        self.packets = 0
-        self.dropped_rate = 0
         self.closed = False
         self.source = "audio" if kind == "audio" else "camera"  # or "screen"
-        # A moderator's mute or a lost publish grant: packets are dropped on arrival.
-        self.muted = False
 
     @property
     def track_id(self) -> str:
         return self.info.track_id
 
+    @property
+    def muted(self) -> bool:
+        """A moderator's mute or a lost publish grant: packets are dropped on arrival."""
+        return self.track.muted
+
+    @muted.setter
+    def muted(self, value: bool) -> None:
+        self.track.muted = value
+
+    @property
+    def stats(self) -> ReceiverStats:
+        return self.track.stats
+
+    @property
+    def cache(self) -> Cache | None:
+        return self.track.cache
+
+    @property
+    def packets(self) -> int:
+        return self.track.packets
+
+    @property
+    def dropped_rate(self) -> int:
+        return self.track.dropped_rate
+
     def bind_ssrc(self, ssrc: int) -> None:
         self.ssrc = ssrc
-        self.stats = RtpReceiverStats(ssrc, self.codec.clock_rate)
+        self.track.reset_stats(ssrc)
 
     def on_rtp(self, packet: bytes, header: RtpHeader, now: float) -> None:
-        """Forward one decrypted packet to every consumer."""
-        if self.muted:
+        """Forward one decrypted packet to every consumer. The native datapath does the
+        same in C for packets it receives itself; this is for the ones Python handles."""
+        outcome = self.track.ingest(packet, header, now)
+        if outcome > INGEST_WANTS_KEYFRAME:
+            drop = DROP_COUNTERS.get(outcome)
+            if drop is not None:
+                self.transport.worker.count(drop)
             return
-        refused = self.limiter.check(now, len(packet))
-        if refused:
-            self.dropped_rate += 1
-            self.transport.worker.count(refused)
-            return
-        self.packets += 1
-        self.stats.on_packet(header.sequence_number, header.timestamp, now)
-        if self.cache is not None:
-            self.cache.put(header.sequence_number, packet)
-        if not self.consumers:
-            return
-        keyframe = self.kind == "video" and is_keyframe(
-            self.codec.name, packet[header.header_size : len(packet) - header.padding_size]
-        )
-        if self.fanout.forward(packet, header, keyframe, now):
+        if outcome == INGEST_WANTS_KEYFRAME:
             self.request_keyframe(now)  # a subscriber waits to start at a keyframe
         # `now` is when the datagram was read: this is the time it spent inside the SFU.
         self.transport.worker.forward_latency.observe(time.monotonic() - now)
@@ -158,11 +119,11 @@ class Producer:
 
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.add(consumer)
-        self.fanout.add(consumer.leg)
+        self.track.add(consumer.leg)
 
     def remove_consumer(self, consumer: Consumer) -> None:
         self.consumers.discard(consumer)
-        self.fanout.remove(consumer.leg)
+        self.track.remove(consumer.leg)
 
     def on_sender_report(self, report: RtcpSenderReport, now: float) -> None:
         self.stats.on_sender_report(report.ntp_timestamp, now)

@@ -566,7 +566,7 @@ class Session:
         if ssrc is not None and producer.ssrc is None:
             producer.bind_ssrc(ssrc)
         if producer.ssrc is not None:
-            transport.producers_by_ssrc[producer.ssrc] = producer
+            transport.bind_producer(producer.ssrc, producer)
         return codec
 
     def _subscribe(
@@ -641,7 +641,7 @@ class Session:
         transport = producer.transport
         transport.producers_by_mid.pop(mid, None)
         if producer.ssrc is not None and transport.producers_by_ssrc.get(producer.ssrc) is producer:
-            del transport.producers_by_ssrc[producer.ssrc]
+            transport.unbind_producer(producer.ssrc)
         return producer
 
     def _drop_consumer(self, mid: str) -> None:

@@ -30,7 +30,7 @@ from sfu.wire.rtp import RtpError, get_header_extension, parse_rtp_header
 if TYPE_CHECKING:
     from sfu.routing.consumer import Consumer
     from sfu.routing.datachannel import DataEndpoint
-    from sfu.routing.fanout import Leg
+    from sfu.routing.fanout import Ingress, Leg
     from sfu.routing.producer import Producer
     from sfu.routing.worker import Worker
 
@@ -66,9 +66,12 @@ class Transport:
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers_by_ssrc: dict[int, Consumer] = {}
         self.legs: list[Leg] = []  # the datapath's send state of every consumer here
+        # The native datapath's receive side (None on the Python one): once keyed and
+        # addressed, RTP of known SSRCs from here never reaches Python.
+        self.ingress: Ingress | None = worker.datapath.new_ingress()
         self.mid_extension_id = 0
         self.created_at = now
-        self.last_heard = now
+        self._heard = now
         self.closed = False
         self.close_reason = ""
         self.stats_dropped = 0
@@ -94,6 +97,29 @@ class Transport:
     def ready(self) -> bool:
         return self.srtp is not None and self.addr is not None
 
+    @property
+    def last_heard(self) -> float:
+        """When a datagram last proved the peer alive (here, or in the native path)."""
+        if self.ingress is not None:
+            return max(self._heard, self.ingress.last_heard)
+        return self._heard
+
+    @last_heard.setter
+    def last_heard(self, now: float) -> None:
+        self._heard = now
+
+    def bind_producer(self, ssrc: int, producer: Producer) -> None:
+        self.producers_by_ssrc[ssrc] = producer
+        self._update_tracks()
+
+    def unbind_producer(self, ssrc: int) -> None:
+        self.producers_by_ssrc.pop(ssrc, None)
+        self._update_tracks()
+
+    def _update_tracks(self) -> None:
+        if self.ingress is not None:
+            self.ingress.set_tracks({s: p.track for s, p in self.producers_by_ssrc.items()})
+
     def attach_leg(self, leg: Leg) -> None:
         self.legs.append(leg)
         leg.set_route(self.srtp, self.addr)
@@ -104,9 +130,12 @@ class Transport:
         leg.set_route(None, None)
 
     def update_routes(self) -> None:
-        """Keys or address changed: every leg sends with the new ones (or stops)."""
+        """Keys or address changed: every leg sends with the new ones (or stops), and
+        the native receive path follows."""
         for leg in self.legs:
             leg.set_route(self.srtp, self.addr)
+        if self.ingress is not None:
+            self.ingress.set_route(self.srtp, self.addr)
 
     # -- receive ------------------------------------------------------------
 
@@ -154,6 +183,12 @@ class Transport:
                 self.worker.send(datagram, self.addr)
 
     def on_rtp(self, data: bytes, now: float) -> None:
+        self._on_rtp(data, now)
+        if self.ingress is not None and self.srtp is not None:
+            # While SRTP recovers from failures, this transport's RTP comes here.
+            self.ingress.slow = self.srtp.recovering
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
         if self.srtp is None:
             self.worker.count("rtp_before_keys")
             return
@@ -205,13 +240,14 @@ class Transport:
         if candidate is None or candidate.ssrc is not None:
             return None
         candidate.bind_ssrc(ssrc)
-        self.producers_by_ssrc[ssrc] = candidate
+        self.bind_producer(ssrc, candidate)
         return candidate
 
     def start_srtp(self, keys: SrtpKeys) -> None:
         """Key SRTP in both directions (from the DTLS handshake; tests key it directly)."""
         self.srtp = SrtpPair(keys)
         self.srtp.on_roc_resync = self._on_roc_resync
+        self.update_routes()
 
     def _on_roc_resync(self, ssrc: int) -> None:
         # Called from inside unprotect: on_rtp restarts the producer's stream next.

@@ -35,6 +35,10 @@ MAX_DATAGRAM = 1500 * 2
 SILENCE_TIMEOUT_S = 30.0
 
 
+def _request_keyframe(producer: Producer, now: float) -> None:
+    producer.request_keyframe(now)
+
+
 class Worker:
     """Routes every datagram of the media port to its transport; counts what it drops."""
 
@@ -50,10 +54,10 @@ class Worker:
         # Data-channel endpoints with SCTP packets to send; flushed once per batch.
         self.data_dirty: set[DataEndpoint] = set()
         self.counters: Counter[str] = Counter()
-        # Per-packet fan-out: pure Python here; the I/O layer may swap in the native one
-        # before any transport exists.
-        self.datapath: Datapath = PythonDatapath(self.send)
         self.forward_latency = LatencyHistogram()
+        # Per-packet work: pure Python here; the I/O layer may swap in the native one
+        # before any transport exists.
+        self._datapath: Datapath = PythonDatapath(self.send)
         # Set by the I/O layer: how long the oldest datagram of each read batch waited
         # in the socket (the kernel's receive timestamp): the media loop's busy time.
         self.receive_queue = LatencyHistogram()
@@ -68,6 +72,15 @@ class Worker:
         self._shed_producers: set[Producer] = set()
         # Where sessions' data channels run when not here (sfu/io/datalink.py).
         self.data_host: DataHostLink | None = None
+
+    @property
+    def datapath(self) -> Datapath:
+        return self._datapath
+
+    @datapath.setter
+    def datapath(self, datapath: Datapath) -> None:
+        self._datapath = datapath
+        datapath.attach(_request_keyframe, self.mark_shed, self.forward_latency)
 
     @property
     def forwarded_packets(self) -> Counter[str]:
@@ -86,6 +99,7 @@ class Worker:
         if overloaded == self.shedding:
             return
         self.shedding = overloaded
+        self.datapath.set_shedding(overloaded)
         if overloaded:
             self.count("overload_episodes")
             log.warning("media worker behind: dropping incoming video until it catches up")
@@ -101,6 +115,10 @@ class Worker:
 
     def shed(self, producer: Producer) -> None:
         self.counters["overload_shed"] += 1
+        self.mark_shed(producer)
+
+    def mark_shed(self, producer: Producer) -> None:
+        """It lost packets to shedding: ask it for a keyframe when the episode ends."""
         self._shed_producers.add(producer)
 
     def send(self, data: bytes, addr: Address) -> None:

@@ -107,7 +107,7 @@ def test_native_and_python_fanout_send_identical_bytes(profile: str, seed: int) 
     try:
         paths = []
         for datapath in (python, native):
-            fanout = datapath.new_fanout("video")
+            fanout = datapath.new_track("video")
             legs = []
             for i, receiver in enumerate(receivers):
                 leg = datapath.new_leg(0x5000 + i, 100 + i, True, 90000, (65530 + i, 0xFFFFFF00))
@@ -159,7 +159,7 @@ def test_native_leg_stops_sending_when_its_route_is_removed() -> None:
     receiver = Receiver()
     native.set_socket(sender.fileno())
     try:
-        fanout = native.new_fanout("audio")
+        fanout = native.new_track("audio")
         leg = native.new_leg(1, 111, False, 48000, (1, 1))
         keys = SrtpKeys("AEAD_AES_128_GCM", os.urandom(28), os.urandom(28))
         leg.set_route(SrtpPair(keys), receiver.addr)

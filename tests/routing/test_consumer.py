@@ -1,4 +1,4 @@
-"""Tests for sfu.routing.consumer (and the PacketCache / RateLimiter of sfu.routing.producer):
+"""Tests for sfu.routing.consumer (and the PacketCache / RateLimiter of sfu.routing.track):
 rewriting, keyframe gating, source switching and NACK answers, with fake transports."""
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ import pytest
 
 import sfu.routing.consumer as consumer_module
 from sfu.routing.consumer import MAX_NACK_ANSWERS, Consumer, seq_newer
-from sfu.routing.producer import (
-    KEYFRAME_REQUEST_INTERVAL_S,
-    PacketCache,
-    Producer,
-    RateLimiter,
-)
+from sfu.routing.producer import KEYFRAME_REQUEST_INTERVAL_S, Producer
+from sfu.routing.track import PacketCache, RateLimiter
 from sfu.routing.worker import Worker
 from sfu.wire.rtcp import RtcpPacket, RtcpPli, RtcpSenderReport
 from sfu.wire.rtp import RtpPacket, parse_rtp_header
@@ -420,7 +416,7 @@ def test_seq_newer_uses_16_bit_serial_arithmetic(a: int, b: int, newer: bool) ->
     assert seq_newer(a, b) is newer
 
 
-# -- PacketCache and RateLimiter (sfu.routing.producer) ------------------------------
+# -- PacketCache and RateLimiter (sfu.routing.track) ------------------------------
 
 
 def test_packet_cache_returns_what_was_put() -> None:

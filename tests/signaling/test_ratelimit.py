@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfu.routing.producer import RateLimiter
+from sfu.routing.track import RateLimiter
 from signaling import ratelimit
 from signaling.ratelimit import (
     Limits,
