@@ -18,11 +18,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+# The native datapath is built by the install: rebuild when its sources change.
+NATIVE_SOURCES := setup.py native/fanout.pyx native/datapath.h
+
+$(RUN_STAMP): pyproject.toml $(NATIVE_SOURCES) | $(VENV)/bin/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+$(DEV_STAMP): pyproject.toml $(NATIVE_SOURCES) | $(VENV)/bin/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(RUN_STAMP)
 
