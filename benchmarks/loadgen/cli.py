@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         help="per-packet path of a self-started server (default: the server's choice)",
     )
     parser.add_argument(
+        "--client-rx",
+        choices=["c", "python"],
+        default="c",
+        help="how subscriber processes receive during the window: a C loop "
+        "(benchmarks/loadgen/fastrx.c, built at run time; Python with a warning when it "
+        "cannot be) or the Python transport (default: c)",
+    )
+    parser.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -79,6 +87,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         server_pid=args.server_pid,
         server_args=list(args.server_arg),
         datapath=args.datapath,
+        client_rx=args.client_rx,
     )
 
 
@@ -106,6 +115,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{media}, {result['window_s']} s measured",
         ),
         ("datapath", result["datapath"]),
+        ("client receive path", _fmt(result["client_rx"])),
         (
             "clients connected",
             f"{clients['connected']} / {clients['requested']}"

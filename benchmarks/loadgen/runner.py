@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import queue
 import secrets
+import sys
 import time
 from array import array
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.loadgen import fastrx
 from benchmarks.loadgen.clients import ClientSpec
 from benchmarks.loadgen.server import SfuUnderTest, udp_socket_drops
 from benchmarks.loadgen.stats import LatencySamples, latency_summary
@@ -64,6 +66,9 @@ class LoadSpec:
     datapath: str = "auto"
     # "sfu" (this project, WHIP/WHEP) or "janus" (Janus's videoroom, self-started).
     target: str = "sfu"
+    # How subscriber processes receive in the window: "c" (fastrx.c; Python when it
+    # cannot be built here) or "python".
+    client_rx: str = "c"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -78,6 +83,7 @@ class LoadSpec:
             "client_procs": self.client_procs,
             "datapath_requested": self.datapath,
             "target": self.target,
+            "client_rx_requested": self.client_rx,
         }
 
     @property
@@ -227,6 +233,7 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest | JanusUnderTest) -> dict[
     )
     lifetime_s = PROCESS_START_S + 2 * connect_budget + spec.warmup_s + spec.duration_s + 30
     publishers, subscribers = plan_clients(spec, keys, run_id, int(lifetime_s) + 600)
+    client_rx_library = client_rx_library_for(spec.client_rx)
     rss_before = server.rss_kb()
 
     process_specs: list[ProcessSpec] = []
@@ -243,7 +250,14 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest | JanusUnderTest) -> dict[
             index = len(process_specs)
             process_specs.append(
                 ProcessSpec(
-                    index, server.base_url, cert_path, share, True, lifetime_s, target=spec.target
+                    index,
+                    server.base_url,
+                    cert_path,
+                    share,
+                    True,
+                    lifetime_s,
+                    target=spec.target,
+                    client_rx_library=client_rx_library,
                 )
             )
     ctx = multiprocessing.get_context("spawn")
@@ -315,6 +329,28 @@ def _measure(
         spec, server, datapath, process_specs, ready, reports, mailbox.errors,
         before, after, rss_before, rss_after,
     )  # fmt: skip
+
+
+def client_rx_library_for(client_rx: str) -> str | None:
+    """The built fastrx library for client_rx "c", or None: receive in Python (with a
+    warning when C was asked for and cannot be built here)."""
+    if client_rx == "python":
+        return None
+    if client_rx != "c":
+        raise ValueError(f"unknown client receive path {client_rx!r}")
+    try:
+        return str(fastrx.build())
+    except fastrx.FastRxUnavailable as exc:
+        print(f"warning: subscribers receive in Python: {exc}", file=sys.stderr)
+        return None
+
+
+def _client_rx(reports: dict[int, Any]) -> str | None:
+    """ "c" or "python" when every subscriber process received so, else "mixed"."""
+    used = {str(r["client_rx"]).split(":")[0] for r in reports.values() if "client_rx" in r}
+    if not used:
+        return None
+    return used.pop() if len(used) == 1 else "mixed"
 
 
 def _sleep_until(target_ns: int) -> None:
@@ -439,6 +475,16 @@ def _summarize(
     return {
         "scenario": spec.params(),
         "datapath": datapath,
+        "client_rx": _client_rx(reports),
+        "client_rx_by_process": {
+            str(i): r["client_rx"] for i, r in sorted(reports.items()) if "client_rx" in r
+        },
+        # STUN/DTLS the C loop could not queue for Python, and RTP of streams it had no
+        # room for: both should stay 0.
+        "client_rx_dropped": sum(
+            t.get("queue_dropped", 0) + t.get("untracked", 0)
+            for t in (r.get("client_rx_totals") or {} for r in reports.values())
+        ),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "window_s": round(elapsed, 3),
         "clients": {

@@ -229,9 +229,19 @@ class MediaTransport:
             if (addr[0], addr[1]) != self.remote_addr or not data:
                 continue
             self.datagrams_received += 1
-            self._on_datagram(data, kernel_ns, app_ns)
+            self.on_datagram(data, kernel_ns, app_ns)
 
-    def _on_datagram(self, data: bytes, kernel_ns: int, app_ns: int) -> None:
+    def pause_reading(self) -> None:
+        """Leave the socket to another reader (benchmarks.loadgen.fastrx) for a while."""
+        if self._loop is not None and not self.closed:
+            self._loop.remove_reader(self.sock.fileno())
+
+    def resume_reading(self) -> None:
+        if self._loop is not None and not self.closed and not self._loop.is_closed():
+            self._loop.add_reader(self.sock.fileno(), self._on_readable)
+
+    def on_datagram(self, data: bytes, kernel_ns: int, app_ns: int) -> None:
+        """One datagram from the server, already counted in datagrams_received."""
         first = data[0]
         if 128 <= first <= 191:
             if self.srtp is None:

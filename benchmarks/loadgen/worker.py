@@ -1,5 +1,8 @@
 """One load-generator process: connects its clients, runs them, reports back.
 
+From the "window" command to stop_ns a subscriber process with client_rx_library set
+receives in C (fastrx.py); everything else stays on the event loop.
+
 The parent talks to it through two multiprocessing queues:
 
     parent -> child   ("connect",)                          subscribers wait for publishers
@@ -30,6 +33,7 @@ from benchmarks.loadgen.clients import (
     Subscriber,
     Window,
 )
+from benchmarks.loadgen.fastrx import FastReceiver, FastRxUnavailable, open_receiver
 from benchmarks.loadgen.stats import LatencySamples
 from benchmarks.loadgen.whip import WhipClient
 
@@ -50,6 +54,7 @@ class ProcessSpec:
     lifetime_s: float = 120.0  # hard cap: the process ends by then whatever happens
     connect_concurrency: int = 16
     target: str = "sfu"  # "sfu" (WHIP/WHEP) or "janus" (the videoroom over the Janus API)
+    client_rx_library: str | None = None  # fastrx's built library: subscribers receive in C
 
 
 def process_main(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> None:
@@ -95,6 +100,8 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
     else:
         http = WhipClient(spec.base_url, Path(spec.cert_path), spec.connect_concurrency)
     tasks: list[asyncio.Task[None]] = []
+    fast: FastReceiver | None = None
+    client_rx = "python"
     try:
         if spec.wait_for_connect and (await _next_command(commands, deadline))[0] != "connect":
             results.put(("result", spec.index, _report(spec, clients, [], latency, app_latency)))
@@ -138,21 +145,33 @@ async def _run(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> 
             for client in clients:
                 if isinstance(client, Publisher):
                     client.stop_ns = stop_ns
+            fast, client_rx = _start_fast_receive(
+                spec, clients, window, latency, app_latency, min(stop_ns, int(deadline * 1e9))
+            )
+            if fast is not None:
+                tasks.append(asyncio.create_task(fast.pump()))
             await _sleep_until_ns(start_ns, deadline)
             cpu_start = time.process_time()
-            sent_start, received_start = _datagram_counts(clients)
+            sent_start, received_start = _datagram_counts(clients, fast)
             await _sleep_until_ns(end_ns, deadline)
             cpu_s = time.process_time() - cpu_start
-            sent_end, received_end = _datagram_counts(clients)
+            sent_end, received_end = _datagram_counts(clients, fast)
             window_datagrams = {
                 "sent": sent_end - sent_start,
                 "received": received_end - received_start,
             }
             await _sleep_until_ns(stop_ns, deadline)
+            if fast is not None:
+                fast.finish()
         report = _report(spec, clients, failures, latency, app_latency)
         report["cpu_s"] = cpu_s
         report["window_datagrams"] = window_datagrams
+        if spec.wait_for_connect:
+            report["client_rx"] = client_rx
+            report["client_rx_totals"] = fast.totals if fast is not None else None
     finally:
+        if fast is not None:
+            fast.finish()  # before the transports close: C reads their sockets
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -188,9 +207,30 @@ def _make_clients(
     return clients
 
 
-def _datagram_counts(clients: list[Client]) -> tuple[int, int]:
+def _start_fast_receive(
+    spec: ProcessSpec,
+    clients: list[Client],
+    window: Window,
+    latency: dict[str, LatencySamples],
+    app_latency: dict[str, LatencySamples],
+    until_ns: int,
+) -> tuple[FastReceiver | None, str]:
+    """Hand the subscribers' sockets to the C loop until until_ns; (it, "c") or
+    (None, "python: why") when the process receives in Python."""
+    if spec.client_rx_library is None:
+        return None, "python"
+    try:
+        fast = open_receiver(Path(spec.client_rx_library), clients, window, latency, app_latency)
+    except FastRxUnavailable as exc:
+        return None, f"python: {exc}"
+    fast.start(until_ns)
+    return fast, "c"
+
+
+def _datagram_counts(clients: list[Client], fast: FastReceiver | None) -> tuple[int, int]:
     counts = [c.datagram_counts() for c in clients]
-    return sum(sent for sent, _ in counts), sum(received for _, received in counts)
+    received = sum(r for _, r in counts) + (fast.datagrams_received() if fast else 0)
+    return sum(sent for sent, _ in counts), received
 
 
 def _report(
