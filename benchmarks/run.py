@@ -284,8 +284,11 @@ def _browser_section() -> list[str]:
 def _datapath_line(datapaths: list[str]) -> str:
     if "native" in datapaths:
         return (
-            "- Datapaths: `python` (the pure-Python reference) and `native` (the Cython "
-            "fan-out: header rewrite, libsrtp protect and sendmmsg per subscriber in C). "
+            "- Datapaths: `python` (the pure-Python reference) and `native` (every "
+            "per-packet step of forwarded RTP in C: recvmmsg, demultiplexing, libsrtp "
+            "unprotect, route lookup, receive statistics, NACK cache, keyframe detection, "
+            "header rewrite, libsrtp protect and sendmmsg; Python sees only STUN, DTLS, RTCP "
+            "and SRTP failures). "
             "Each run gets a fresh server started with `--datapath python` or `--datapath "
             "native`; the two take turns run by run."
         )
@@ -372,7 +375,11 @@ def write_results_md(raw: dict[str, Any]) -> None:
         "DTLS client handshake with the fingerprint checked, and SRTP with the exported keys. "
         "Publishers run in one process, subscribers in two more (`--client-procs 2`), on the "
         "same 2 cores as the server: the generator's own CPU is in every table, and when it "
-        "nears the cores' limit the latencies say as much about the generator as the SFU.",
+        "nears the cores' limit the latencies say as much about the generator as the SFU. "
+        "During the measured window the subscribers receive in C (`--client-rx c`, "
+        "benchmarks/loadgen/fastrx.c: epoll, recvmmsg, libsrtp unprotect and the same "
+        "statistics the Python clients keep, held to them by tests/benchmarks/test_fastrx.py), "
+        "so that the generator's cost per packet stays well below the server's.",
         "",
         "- Publishers send Opus-shaped audio (50 packets/s, ~100 B) and VP8-shaped video "
         "(30 frames/s, each frame split into equal packets of at most 1200 B, sent back to "
@@ -384,7 +391,8 @@ def write_results_md(raw: dict[str, Any]) -> None:
         "packet reached the subscriber's socket (kernel receive timestamp, SO_TIMESTAMPNS). "
         "On loopback that is when the SFU sent it, so it is the time the packet spent in the "
         "SFU, including waiting behind the rest of its frame's fan-out. The row 'p99 as seen "
-        "by the client process' is the same packets timed when the generator read them.",
+        "by the client process' is the same packets timed when the generator's receive loop "
+        "read them.",
         "- **Loss** comes from the sequence numbers each subscriber sees (the SFU rewrites "
         "them per subscriber but keeps them continuous), over packets sent inside the "
         f"measured window ({FULL_DURATION_S:g} s after a 2 s warm-up); 'delivered / sent' "

@@ -183,7 +183,7 @@ def vp9_payloads(draw: st.DrawFn) -> bytes:
     if has_pid:
         out += picture_id(draw)
     if has_layers:
-        spatial = draw(st.sampled_from([0, 0, 0, 1, 2, 7]))
+        spatial = draw(st.sampled_from([0, 0, 0, 1, 2, 4, 7]))  # 4: the top bit alone
         out.append(draw(st.integers(0, 7)) << 5 | flag(draw, 0x10) | spatial << 1 | flag(draw, 1))
         if not flexible:
             out.append(byte(draw))  # TL0PICIDX
@@ -289,27 +289,34 @@ STATS_STEPS = ["next"] * 6 + [
     "restart",
     "random",
     "ts_wrap",
+    "ts_half",
     "sender_report",
     "report",
     "report",
 ]
+HALF_RANGE = 0x8000_0000  # the timestamp difference that is taken as negative
 
 
 @st.composite
 def stats_ops(draw: st.DrawFn) -> list[StatsOp]:
-    """A packet stream with loss, wraps, duplicates, reordering, jumps beyond
-    MAX_DROPOUT (alone, or followed by the next packet: a restart) and arbitrary
-    packets, with sender reports and report blocks interleaved."""
+    """A packet stream with loss, wraps of both counters, duplicates, reordering, jumps
+    beyond MAX_DROPOUT or MAX_MISORDER (alone, or followed by the next packet: a
+    restart), timestamp steps of half the range, and arbitrary packets, with sender
+    reports and report blocks interleaved."""
     seq = draw(st.one_of(st.integers(0, 0xFFFF), st.integers(0xFFF0, 0xFFFF)))
     ts = draw(st.one_of(st.integers(0, U32), st.integers(U32 - 5000, U32)))
     now = draw(st.floats(0, 1e5))
     ops: list[StatsOp] = []
-    for step in draw(st.lists(st.sampled_from(STATS_STEPS), max_size=80)):
-        if step in ("next", "loss", "ts_wrap"):
+    for _ in range(draw(st.integers(0, 80))):  # longer streams than st.lists draws
+        step = draw(st.sampled_from(STATS_STEPS))
+        if step in ("next", "loss", "ts_wrap", "ts_half"):
             seq = (seq + (1 if step != "loss" else draw(st.integers(2, 2999)))) & 0xFFFF
             if step == "ts_wrap":
                 ts = U32 - draw(st.integers(0, 3000))
-            ts = (ts + draw(st.one_of(st.integers(0, 6000), st.integers(-3000, 3000)))) & U32
+            if step == "ts_half":
+                ts = (ts + HALF_RANGE + draw(st.sampled_from([-1, 0, 0, 1]))) & U32
+            else:
+                ts = (ts + draw(st.one_of(st.integers(0, 6000), st.integers(-3000, 3000)))) & U32
             now += draw(st.one_of(st.just(0.02), st.floats(0, 0.2)))
             ops.append(Packet(seq, ts, now))
         elif step == "duplicate":
@@ -318,8 +325,9 @@ def stats_ops(draw: st.DrawFn) -> list[StatsOp]:
             ops.append(Packet((seq - draw(st.integers(1, 99))) & 0xFFFF, ts, now))
         elif step == "back":  # further back: a candidate restart
             ops.append(Packet((seq - draw(st.integers(100, 3100))) & 0xFFFF, ts, now))
-        elif step in ("jump", "restart"):
-            jumped = (seq + draw(st.integers(3000, 65436))) & 0xFFFF
+        elif step in ("jump", "restart"):  # forwards or backwards, or to the wrap's edge
+            offset = draw(st.one_of(st.integers(3000, 65436), st.integers(-3100, -100)))
+            jumped = draw(st.sampled_from([(seq + offset) & 0xFFFF] * 3 + [0xFFFF]))
             ops.append(Packet(jumped, draw(st.integers(0, U32)), now))
             if step == "restart":
                 seq, ts, now = (jumped + 1) & 0xFFFF, draw(st.integers(0, U32)), now + 0.01
@@ -441,6 +449,11 @@ def test_rate_limiter_defaults_are_unlimited() -> None:
 RATES_PPS = st.one_of(st.just(INF), st.floats(0, 200), st.integers(0, 50).map(float))
 RATES_BPS = st.one_of(st.just(INF), st.floats(0, 2e6), st.integers(0, 100).map(lambda k: k * 800.0))
 INTERVALS = st.one_of(st.just(0.0), st.floats(0, 0.05), st.floats(0, 5))
+# Sizes in hundreds of bytes, like the byte rates above, empty the byte bucket exactly.
+SIZES = st.one_of(st.integers(0, 3000), st.integers(0, 30).map(lambda k: k * 100))
+# (time since the last burst, packets in the burst at that same instant, their size):
+# bursts after idle time are where the buckets' one-second caps show.
+BURSTS = st.tuples(INTERVALS, st.integers(1, 60), SIZES)
 
 
 @settings(max_examples=examples(300), deadline=None)
@@ -449,21 +462,22 @@ INTERVALS = st.one_of(st.just(0.0), st.floats(0, 0.05), st.floats(0, 5))
     RATES_PPS,
     RATES_BPS,
     st.one_of(st.just(0.0), st.floats(0, 1e6)),
-    st.lists(st.tuples(INTERVALS, st.integers(0, 3000)), max_size=150),
+    st.lists(BURSTS, max_size=40),
 )
 def test_rate_limiter_agrees(
     kind: str,
     rate_pps: float,
     rate_bps: float,
     start: float,
-    steps: list[tuple[float, int]],
+    bursts: list[tuple[float, int, int]],
 ) -> None:
     python = RateLimiter(rate_pps, rate_bps)
     native = DATAPATH.new_track(kind, "", 90000, rate_pps, rate_bps)
     now = start
-    for i, (interval, size) in enumerate(steps):
+    for i, (interval, count, size) in enumerate(bursts):
         now += interval
-        assert native.check_rate(now, size) == python.check(now, size), (i, now, size)
+        for k in range(count):
+            assert native.check_rate(now, size) == python.check(now, size), (i, k, now)
 
 
 # ---- NACK cache ----
