@@ -66,16 +66,22 @@ def build(out_dir: Path = BUILD_DIR) -> Path:
         "-Wl,-z,lazy",
         "-Wl,--export-dynamic-symbol=_Py_NoneStruct",
     ]
+    return compile_into(command, partial, target, "the relay")
+
+
+def compile_into(command: list[str], partial: Path, target: Path, what: str) -> Path:
+    """Run the compiler writing `partial`, then move it to `target` (atomic: concurrent
+    builds each finish a whole file); BaselineUnavailable says why if it fails."""
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise BaselineUnavailable(f"compiling the relay failed: {exc}") from exc
+        raise BaselineUnavailable(f"compiling {what} failed: {exc}") from exc
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
         raise BaselineUnavailable(
-            f"compiling the relay failed ({' '.join(command)}):\n{done.stderr.strip()}"
+            f"compiling {what} failed ({' '.join(command)}):\n{done.stderr.strip()}"
         )
     os.replace(partial, target)
     return target

@@ -22,13 +22,12 @@ import ctypes
 import hashlib
 import os
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.baseline.build import BaselineUnavailable, compiler, srtp_library
+from benchmarks.baseline.build import BaselineUnavailable, compile_into, compiler, srtp_library
 from benchmarks.loadgen.clients import Client, ReceivedStream, Subscriber, Window
 from benchmarks.loadgen.offer import AUDIO_PT
 from benchmarks.loadgen.stats import LatencySamples, StreamStats
@@ -37,7 +36,6 @@ from sfu.proto.srtp import MAX_PACKET, SrtpPair
 
 SOURCE = Path(__file__).resolve().with_name("fastrx.c")
 BUILD_DIR = Path(__file__).resolve().parents[1] / "results" / "fastrx"
-BUILD_TIMEOUT_S = 60.0
 ABI_VERSION = 1
 KINDS = ("audio", "video")  # fastrx.c's kind codes 0 and 1
 HISTORY = 4096  # StreamStats's duplicate history, as fastrx.c
@@ -155,20 +153,10 @@ def build(out_dir: Path = BUILD_DIR) -> Path:
         return target
     out_dir.mkdir(parents=True, exist_ok=True)
     partial = out_dir / f".fastrx-{digest}.{os.getpid()}.so"
-    command = compile_command(partial)
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise FastRxUnavailable(f"compiling fastrx.c failed: {exc}") from exc
-    if done.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise FastRxUnavailable(
-            f"compiling fastrx.c failed ({' '.join(command)}):\n{done.stderr.strip()}"
-        )
-    os.replace(partial, target)  # atomic: concurrent builds each finish a whole file
-    return target
+        return compile_into(compile_command(partial), partial, target, "fastrx.c")
+    except BaselineUnavailable as exc:
+        raise FastRxUnavailable(str(exc)) from exc
 
 
 def load(path: Path) -> ctypes.CDLL:
