@@ -150,6 +150,7 @@ typedef struct {
     int rx_slow[SFU_BATCH];
     int rx_nslow;
     int64_t rx_stamp_ns; /* kernel receive time of the batch's first datagram, or 0 */
+    int64_t rx_queued_ns; /* how long it had waited when the batch was read, or -1 */
     int64_t rx_overflow; /* the kernel's drop counter, or -1 */
     double rx_now;
     sfu_track *events[SFU_BATCH];
@@ -667,10 +668,11 @@ static void sfu_rx_control(sfu_datapath *dp, struct msghdr *hdr) {
 
 /* Read up to SFU_BATCH datagrams from fd and handle what can be handled here. Returns
    the number read (0: nothing waiting, -1: a socket error, counted). rx_slow lists
-   the datagrams for Python; rx_stamp_ns and rx_overflow come from the first. */
+   the datagrams for Python; rx_queued_ns and rx_overflow come from the first. */
 static int sfu_rx_batch(sfu_datapath *dp, int fd) {
     dp->rx_nslow = 0;
     dp->rx_stamp_ns = 0;
+    dp->rx_queued_ns = -1;
     dp->rx_overflow = -1;
     for (int i = 0; i < SFU_BATCH; i++) {
         dp->rx_iov[i].iov_base = dp->rx_buffers[i];
@@ -695,7 +697,15 @@ static int sfu_rx_batch(sfu_datapath *dp, int fd) {
     }
     double now = sfu_monotonic();
     dp->rx_now = now;
-    if (n > 0) sfu_rx_control(dp, &dp->rx_msgs[0].msg_hdr);
+    if (n > 0) {
+        sfu_rx_control(dp, &dp->rx_msgs[0].msg_hdr);
+        if (dp->rx_stamp_ns) { /* how long the oldest waited, before this batch's work */
+            struct timespec wall;
+            clock_gettime(CLOCK_REALTIME, &wall); /* the clock of the kernel's stamps */
+            int64_t queued = (int64_t)wall.tv_sec * 1000000000LL + wall.tv_nsec - dp->rx_stamp_ns;
+            dp->rx_queued_ns = queued > 0 ? queued : 0;
+        }
+    }
     for (int i = 0; i < n; i++) {
         dp->totals.rx_datagrams++;
         int len = (int)dp->rx_msgs[i].msg_len;

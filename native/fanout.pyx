@@ -119,6 +119,7 @@ cdef extern from "datapath.h" nogil:
         int rx_slow[64]
         int rx_nslow
         int64_t rx_stamp_ns
+        int64_t rx_queued_ns
         int64_t rx_overflow
         double rx_now
         sfu_track *events[64]
@@ -749,13 +750,14 @@ cdef class NativeDatapath:
 
     def receive(self, int fd):
         """Read one batch (at most 64) and handle what C can. Returns None when nothing
-        was waiting, else (datagrams read, [(data, addr)] for Python, the first one's
-        kernel receive time in ns or 0, the kernel's drop counter or -1)."""
+        was waiting, else (datagrams read, [(data, addr)] for Python, how long the
+        first had waited in the socket when the batch was read, in ns, or -1 without
+        kernel timestamps, the kernel's drop counter or -1)."""
         cdef int n, k, index
         with nogil:
             n = sfu_rx_batch(self.dp, fd)
         if n <= 0:
-            return None if n == 0 else (0, [], 0, -1)
+            return None if n == 0 else (0, [], -1, -1)
         slow = []
         for k in range(self.dp.rx_nslow):
             index = self.dp.rx_slow[k]
@@ -764,7 +766,7 @@ cdef class NativeDatapath:
             slow.append((data, _format_address(&self.dp.rx_addrs[index])))
         if self.dp.nevents or self.dp.latency.count:
             self._after(self.dp.rx_now)
-        return (n, slow, self.dp.rx_stamp_ns, self.dp.rx_overflow)
+        return (n, slow, self.dp.rx_queued_ns, self.dp.rx_overflow)
 
     def process(self, bytes data, tuple addr, double now):
         """One datagram without a socket (tests): True if C handled it, False if it is

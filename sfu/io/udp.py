@@ -27,8 +27,8 @@ from sfu.routing.worker import MAX_DATAGRAM, Worker
 
 log = logging.getLogger(__name__)
 
-# NativeDatapath.receive: None, or (datagrams read, [(data, addr)] for the Worker,
-# the first datagram's kernel receive time in ns or 0, the kernel's drop count or -1).
+# NativeDatapath.receive: None, or (datagrams read, [(data, addr)] for the Worker, how
+# long the first had waited in the socket in ns or -1, the kernel's drop count or -1).
 NativeReceive = Callable[[int], tuple[int, list[tuple[bytes, Address]], int, int] | None]
 
 DTLS_TIMER_S = 0.05
@@ -156,11 +156,11 @@ class MediaPort:
         result = receive(fileno)
         if result is None:
             return False
-        count, slow, stamp_ns, overflow = result
+        count, slow, queued_ns, overflow = result
         worker = self.worker
-        if stamp_ns:
-            queued_s = (self.wall_clock_ns() - stamp_ns) / 1e9
-            worker.receive_queue.observe(max(0.0, queued_s))
+        if queued_ns >= 0:
+            queued_s = queued_ns / 1e9
+            worker.receive_queue.observe(queued_s)
             self._on_queue_delay(queued_s, time.monotonic())
         if overflow >= 0:
             worker.counters["socket_receive_overflow"] = overflow
