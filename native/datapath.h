@@ -521,7 +521,11 @@ static int sfu_track_ingest(sfu_datapath *dp, sfu_track *t, const uint8_t *pkt, 
 }
 
 static void sfu_event(sfu_datapath *dp, sfu_track *t, int what) {
-    if (t->events == 0 && dp->nevents < SFU_BATCH) dp->events[dp->nevents++] = t;
+    if (t->events == 0) {
+        /* A flag set without a queue entry would never be cleared: no entry, no flag. */
+        if (dp->nevents >= SFU_BATCH) return;
+        dp->events[dp->nevents++] = t;
+    }
     t->events |= what;
 }
 
