@@ -9,7 +9,10 @@ to every subscriber socket under that subscriber's own key and SSRC. Over a fixe
 after a warm-up the relay's CPU time is divided by the datagrams it sent.
 
 - paced: the publisher sends at the given rate and the subscribers are read, as the
-  load generator's would be.
+  load generator's would be. Latency is measured as the load generator measures it:
+  from the publisher's send (taken before it protects the packet) to the kernel's
+  receive timestamp on the subscriber's socket (SO_TIMESTAMPNS), matched by the
+  sequence number, which the relay leaves as it is and SRTP leaves in clear.
 - max: the publisher sends as fast as it can; the relay runs flat out and drops what its
   socket cannot hold. Subscribers are not read (their full queues drop the excess), so
   the publisher has a core to itself.
@@ -33,13 +36,14 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pylibsrtp import Policy, Session
 
 from benchmarks.baseline.build import BUILD_DIR, build, srtp_library
+from benchmarks.loadgen.stats import latency_summary
 
 KEY_BYTES = 28  # AES-128 master key + 12-byte salt (RFC 7714)
 RTP_HEADER = struct.Struct("!BBHII")
@@ -51,6 +55,9 @@ LIFETIME_MARGIN_S = 30.0
 DRAIN_LIMIT = 256  # datagrams read from one subscriber socket per wake-up
 MAX_BATCH = 64  # datagrams sent per step in max mode
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not name it
+_TIMESPEC = struct.Struct("@qq")
+ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +93,7 @@ class Subscriber:
     ssrc: int
     key: bytes
     received: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
 
     @property
     def port(self) -> int:
@@ -98,6 +106,7 @@ def open_subscribers(count: int) -> list[Subscriber]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         subscribers.append(Subscriber(sock, secrets.randbits(32), secrets.token_bytes(KEY_BYTES)))
     return subscribers
 
@@ -208,12 +217,15 @@ class Publisher:
         self.ts = secrets.randbits(32)
         self.payload = os.urandom(payload_bytes)
         self.sent = 0
+        # Wall-clock send time by sequence number (the kernel stamps in wall time).
+        self.sent_at: dict[int, int] = {}
 
     def send_burst(self, addr: tuple[str, int], count: int) -> None:
         """`count` packets back to back, the marker bit on the last, like a frame."""
         for index in range(count):
             marker = 0x80 if index == count - 1 else 0
             header = RTP_HEADER.pack(0x80, PAYLOAD_TYPE | marker, self.seq, self.ts, self.ssrc)
+            self.sent_at[self.seq] = time.time_ns()
             self.sock.sendto(self.session.protect(header + self.payload), addr)
             self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + TS_STEP) & 0xFFFFFFFF
@@ -223,13 +235,18 @@ class Publisher:
         self.sock.close()
 
 
-def _drain(subscriber: Subscriber, buffer: bytearray) -> None:
+def _drain(subscriber: Subscriber, buffer: bytearray, sent_at: dict[int, int]) -> None:
     for _ in range(DRAIN_LIMIT):
         try:
-            subscriber.sock.recv_into(buffer)
+            size, ancillary, _, _ = subscriber.sock.recvmsg_into([buffer], ANCILLARY_BYTES)
         except BlockingIOError:
             return
         subscriber.received += 1
+        sent_ns = sent_at.get(buffer[2] << 8 | buffer[3]) if size >= 12 else None
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and sent_ns is not None:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                subscriber.latencies_ns.append(seconds * 1_000_000_000 + nanoseconds - sent_ns)
 
 
 def _drive(
@@ -254,7 +271,7 @@ def _drive(
             next_send_s = max(next_send_s + interval_s, now - interval_s)
             continue
         for key, _ in selector.select(min(next_send_s, until_s) - now):
-            _drain(key.data, buffer)
+            _drain(key.data, buffer, publisher.sent_at)
 
 
 def run_baseline(spec: BaselineSpec, relay_binary: Path | None = None) -> dict[str, Any]:
@@ -275,8 +292,10 @@ def run_baseline(spec: BaselineSpec, relay_binary: Path | None = None) -> dict[s
         _drive(spec, publisher, addr, selector, time.monotonic() + spec.warmup_s)
         start = relay.snapshot()
         sent_before = publisher.sent
+        publisher.sent_at.clear()  # latency counts packets sent inside the window
         for subscriber in subscribers:
             subscriber.received = 0
+            subscriber.latencies_ns.clear()
         _drive(spec, publisher, addr, selector, start.at_s + spec.duration_s)
         end = relay.snapshot()
         sent = publisher.sent - sent_before
@@ -304,6 +323,7 @@ def _summary(
     cpu_s = delta["cpu_ns"] / 1e9
     proc_cpu_s = (end.proc_ticks - start.proc_ticks) / CLK_TCK
     paced = spec.rate_pps is not None
+    samples = [ns for s in subscribers for ns in s.latencies_ns]
     return {
         "mode": "paced" if paced else "max",
         "subscribers": spec.subscribers,
@@ -319,6 +339,7 @@ def _summary(
         "subscriber_received_pps": (
             round(sum(s.received for s in subscribers) / window_s, 1) if paced else None
         ),
+        "latency_us": latency_summary(samples) if paced and samples else None,
         "unprotect_errors": delta["unprotect_errors"],
         "protect_errors": delta["protect_errors"],
         "send_errors": delta["send_errors"],
@@ -343,18 +364,31 @@ def median_of_runs(spec: BaselineSpec, runs: int) -> dict[str, Any]:
         "in_pps": median("in_pps"),
         "cpu_us_per_packet": median("cpu_us_per_packet"),
         "cpu_us_per_packet_proc_stat": median("cpu_us_per_packet_proc_stat"),
+        "latency_us": _median_latency(results),
         "subscribers": spec.subscribers,
         "runs": results,
     }
 
 
+def _median_latency(results: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Each quantile's median over the runs that measured latency."""
+    measured = [r["latency_us"] for r in results if r.get("latency_us")]
+    if not measured:
+        return None
+    return {
+        q: float(statistics.median(m[q] for m in measured)) for q in ("p50", "p95", "p99", "max")
+    }
+
+
 def _describe(result: dict[str, Any]) -> str:
+    latency = result.get("latency_us")
     rate = "max rate" if result["mode"] == "max" else f"{result['in_pps']:,.0f} packets/s in"
     return (
         f"{rate} -> {result['subscribers']} subscribers: {result['out_pps']:,.0f} "
         f"datagrams/s out, {result['cpu_us_per_packet']} µs CPU per datagram "
         f"({result['cpu_us_per_packet_proc_stat']} µs from /proc ticks), "
         f"{result['cpu_percent']} % of a core"
+        + (f", latency p50/p99 {latency['p50']}/{latency['p99']} µs" if latency else "")
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from benchmarks.baseline.run import (
     Publisher,
     Relay,
     Subscriber,
+    _drain,
     open_subscribers,
     run_baseline,
 )
@@ -115,3 +118,29 @@ def test_a_short_paced_run_reports_the_fan_out_and_its_cost(relay_binary: Path) 
     assert result["subscriber_received_pps"] == pytest.approx(result["out_pps"], rel=0.1)
     assert result["cpu_us_per_packet"] > 0
     assert result["unprotect_errors"] == result["protect_errors"] == result["send_errors"] == 0
+    latency = result["latency_us"]
+    # Every copy sent in the window is timed (the last few may arrive after it ends).
+    assert latency["count"] == pytest.approx(result["out_pps"] * result["window_s"], rel=0.1)
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"] < 1_000_000
+
+
+def test_latency_is_the_kernel_receive_time_minus_the_send_time_of_that_sequence() -> None:
+    subscriber = open_subscribers(1)[0]
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        now_ns = time.time_ns()
+        sent_at = {7: now_ns - 5_000_000, 8: now_ns - 50_000_000}  # 5 ms and 50 ms ago
+        for seq in (7, 9, 8):  # 9 was never sent: not timed
+            header = RTP_HEADER.pack(0x80, 96, seq, 0, 1)
+            sender.sendto(header + b"x" * 20, subscriber.sock.getsockname())
+        deadline = time.monotonic() + RECEIVE_TIMEOUT_S
+        while subscriber.received < 3 and time.monotonic() < deadline:
+            _drain(subscriber, bytearray(2048), sent_at)
+        assert subscriber.received == 3
+        first, second = subscriber.latencies_ns
+        assert 5_000_000 <= first < 5_000_000 + 500_000_000
+        assert 50_000_000 <= second < 50_000_000 + 500_000_000
+        assert second - first >= 45_000_000 - 1_000_000  # ordered by their own send times
+    finally:
+        sender.close()
+        subscriber.sock.close()
