@@ -44,6 +44,7 @@ from pylibsrtp import Policy, Session
 
 from benchmarks.baseline.build import BUILD_DIR, build, srtp_library
 from benchmarks.loadgen.stats import latency_summary
+from benchmarks.sched import in_background, run_in_foreground
 
 KEY_BYTES = 28  # AES-128 master key + 12-byte salt (RFC 7714)
 RTP_HEADER = struct.Struct("!BBHII")
@@ -132,6 +133,7 @@ class Relay:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
+        run_in_foreground(self.proc.pid)  # it inherited the harness's SCHED_BATCH
         self._pending = b""
         self._selector = selectors.DefaultSelector()
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -275,8 +277,14 @@ def _drive(
 
 
 def run_baseline(spec: BaselineSpec, relay_binary: Path | None = None) -> dict[str, Any]:
-    """One measurement of the relay; raises BaselineUnavailable if it cannot be built."""
+    """One measurement of the relay; raises BaselineUnavailable if it cannot be built.
+    The publisher and subscribers here run SCHED_BATCH, as the load generator's do."""
     binary = relay_binary or build()
+    with in_background():
+        return _run_baseline(spec, binary)
+
+
+def _run_baseline(spec: BaselineSpec, binary: Path) -> dict[str, Any]:
     rx_key = secrets.token_bytes(KEY_BYTES)
     subscribers = open_subscribers(spec.subscribers)
     publisher = Publisher(rx_key, spec.payload_bytes)

@@ -58,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         "cannot be) or the Python transport (default: c)",
     )
     parser.add_argument(
+        "--client-sched",
+        choices=["batch", "normal"],
+        default="batch",
+        help="scheduling policy of the generator's processes: batch (SCHED_BATCH, a "
+        "receiver woken by a packet does not preempt the server mid fan-out, as no client "
+        "across a network could) or normal (default: batch)",
+    )
+    parser.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -88,6 +96,7 @@ def spec_from_args(args: argparse.Namespace) -> LoadSpec:
         server_args=list(args.server_arg),
         datapath=args.datapath,
         client_rx=args.client_rx,
+        client_sched=args.client_sched,
     )
 
 
@@ -116,6 +125,7 @@ def format_table(result: dict[str, Any]) -> str:
         ),
         ("datapath", result["datapath"]),
         ("client receive path", _fmt(result["client_rx"])),
+        ("client scheduling", _fmt(scenario.get("client_sched"))),
         (
             "clients connected",
             f"{clients['connected']} / {clients['requested']}"

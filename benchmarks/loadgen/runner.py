@@ -69,6 +69,9 @@ class LoadSpec:
     # How subscriber processes receive in the window: "c" (fastrx.c; Python when it
     # cannot be built here) or "python".
     client_rx: str = "c"
+    # Scheduling of the generator's processes: "batch" (SCHED_BATCH: they never
+    # preempt the server when a packet wakes them, benchmarks/sched.py) or "normal".
+    client_sched: str = "batch"
 
     def params(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,7 @@ class LoadSpec:
             "datapath_requested": self.datapath,
             "target": self.target,
             "client_rx_requested": self.client_rx,
+            "client_sched": self.client_sched,
         }
 
     @property
@@ -240,7 +244,14 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest | JanusUnderTest) -> dict[
     if publishers:
         process_specs.append(
             ProcessSpec(
-                0, server.base_url, cert_path, publishers, False, lifetime_s, target=spec.target
+                0,
+                server.base_url,
+                cert_path,
+                publishers,
+                False,
+                lifetime_s,
+                target=spec.target,
+                background=spec.client_sched == "batch",
             )
         )
     procs = max(1, spec.client_procs)
@@ -258,6 +269,7 @@ def _run_against(spec: LoadSpec, server: SfuUnderTest | JanusUnderTest) -> dict[
                     lifetime_s,
                     target=spec.target,
                     client_rx_library=client_rx_library,
+                    background=spec.client_sched == "batch",
                 )
             )
     ctx = multiprocessing.get_context("spawn")

@@ -36,6 +36,7 @@ from benchmarks.loadgen.clients import (
 from benchmarks.loadgen.fastrx import FastReceiver, FastRxUnavailable, open_receiver
 from benchmarks.loadgen.stats import LatencySamples
 from benchmarks.loadgen.whip import WhipClient
+from benchmarks.sched import run_in_background
 
 COMMAND_POLL_S = 0.02
 CLOSE_TIMEOUT_S = 10.0
@@ -55,10 +56,13 @@ class ProcessSpec:
     connect_concurrency: int = 16
     target: str = "sfu"  # "sfu" (WHIP/WHEP) or "janus" (the videoroom over the Janus API)
     client_rx_library: str | None = None  # fastrx's built library: subscribers receive in C
+    background: bool = True  # SCHED_BATCH: never preempt the server (benchmarks/sched.py)
 
 
 def process_main(spec: ProcessSpec, commands: Queue[Any], results: Queue[Any]) -> None:
     """Entry point of a spawned generator process."""
+    if spec.background:
+        run_in_background()  # before any thread starts: they inherit it
     try:
         try:
             import uvloop
