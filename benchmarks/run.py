@@ -389,7 +389,11 @@ def write_results_md(raw: dict[str, Any]) -> None:
         "During the measured window the subscribers receive in C (`--client-rx c`, "
         "benchmarks/loadgen/fastrx.c: epoll, recvmmsg, libsrtp unprotect and the same "
         "statistics the Python clients keep, held to them by tests/benchmarks/test_fastrx.py), "
-        "so that the generator's cost per packet stays well below the server's.",
+        "so that the generator's cost per packet stays well below the server's. The "
+        "generator's processes run SCHED_BATCH (`--client-sched batch`, benchmarks/sched.py): "
+        "they keep their fair share of the cores, but a receiver woken by the server's "
+        "packets does not preempt the server in the middle of a fan-out, which no client "
+        "across a network could do; the bare relay's harness runs the same way.",
         "",
         "- Publishers send Opus-shaped audio (50 packets/s, ~100 B) and VP8-shaped video "
         "(30 frames/s, each frame split into equal packets of at most 1200 B, sent back to "
