@@ -248,6 +248,8 @@ class Moderator:
         while True:
             await asyncio.sleep(RELOAD_INTERVAL_S)
             try:
+                if not self.revocations.changed():
+                    continue  # the usual case: no need to list every entry in force
                 known = set(self.revocations.entries())
                 if self.revocations.refresh():
                     # Written by `sfu revoke`, which cannot append to the audit chain.

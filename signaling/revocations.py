@@ -180,9 +180,13 @@ class RevocationStore:
             return None
         return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
+    def changed(self) -> bool:
+        """The file differs from what was last loaded (one stat; refresh() loads it)."""
+        return self._signature_now() != self._signature
+
     def refresh(self) -> bool:
         """Reload the file if it changed; True if it did (and parsed)."""
-        if self._signature_now() == self._signature:
+        if not self.changed():
             return False
         try:
             self._load()

@@ -122,9 +122,13 @@ async def serve(
     loop.add_reader(sock.fileno(), on_readable)
 
     async def report_counters() -> None:
+        sent: dict[str, int] | None = None
         while True:
             data_host.describe_changes(time.monotonic())
-            link.send({"op": "counters", "counters": dict(media.worker.counters)})
+            counters = dict(media.worker.counters)
+            if counters != sent:  # the same again would wake the media process for nothing
+                link.send({"op": "counters", "counters": counters})
+                sent = counters
             await asyncio.sleep(REPORT_TIMER_S)
 
     fingerprint = media.worker.certificate.fingerprint_sha256

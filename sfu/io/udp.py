@@ -67,7 +67,9 @@ class MediaPort:
         self._native_receive: NativeReceive | None = getattr(self.worker.datapath, "receive", None)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timers: list[asyncio.Task[None]] = []
+        # Each timer runs only while the Worker has work for it (see _arm_timers).
+        self._fast_timer: asyncio.TimerHandle | None = None
+        self._report_timer: asyncio.TimerHandle | None = None
         self._late_since: float | None = None
         self._shedding_since = 0.0
         # Tests replace the clock that queueing delay is measured against.
@@ -100,10 +102,8 @@ class MediaPort:
         self._loop.add_reader(sock.fileno(), self._on_readable)
         # The native datapath sends media with sendmmsg on this same socket.
         self.worker.datapath.set_socket(sock.fileno())
-        self._timers = [
-            asyncio.create_task(self._every(DTLS_TIMER_S, self._on_fast_timer)),
-            asyncio.create_task(self._every(REPORT_TIMER_S, self.worker.on_report_timer)),
-        ]
+        self.worker.on_timer_work = self._arm_timers
+        self._arm_timers()
         log.info(
             "media port listening host=%s port=%d datapath=%s",
             self.host,
@@ -206,23 +206,41 @@ class MediaPort:
                 self._shedding_since = now
                 worker.set_overloaded(True, now)
 
-    async def _every(self, interval_s: float, callback: object) -> None:
-        assert callable(callback)
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                callback(time.monotonic())
-            except Exception:
-                log.exception("media timer failed")
+    def _arm_timers(self) -> None:
+        """Schedule each timer that has work and is not scheduled yet (the Worker calls
+        this when work appears). An idle port then never wakes: the 50 ms timer, run
+        with nothing to time, was most of an idle server's CPU. Plain loop callbacks,
+        not tasks: no task, future or getpid() per tick."""
+        loop = self._loop
+        if loop is None or self._sock is None:
+            return
+        if self._fast_timer is None and self.worker.needs_dtls_timer:
+            self._fast_timer = loop.call_later(DTLS_TIMER_S, self._on_fast_tick)
+        if self._report_timer is None and self.worker.needs_report_timer:
+            self._report_timer = loop.call_later(REPORT_TIMER_S, self._on_report_tick)
+
+    def _on_fast_tick(self) -> None:
+        self._fast_timer = None
+        self._run_timer(self._on_fast_timer)
+        self._arm_timers()
+
+    def _on_report_tick(self) -> None:
+        self._report_timer = None
+        self._run_timer(self.worker.on_report_timer)
+        self._arm_timers()
+
+    def _run_timer(self, callback: Callable[[float], None]) -> None:
+        try:
+            callback(time.monotonic())
+        except Exception:
+            log.exception("media timer failed")
 
     async def stop(self) -> None:
-        for task in self._timers:
-            task.cancel()
-        for task in self._timers:
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        self.worker.on_timer_work = None
+        for timer in (self._fast_timer, self._report_timer):
+            if timer is not None:
+                timer.cancel()
+        self._fast_timer = self._report_timer = None
         if self._sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._sock.fileno())

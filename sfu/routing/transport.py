@@ -81,7 +81,7 @@ class Transport:
         """Carry data channels: DTLS application records are SCTP packets (RFC 8261)."""
         self.data = endpoint
         self.dtls.keep_application_data = True
-        self.worker.data_transports.add(self)
+        self.worker.add_data_transport(self)
 
     def send_sctp(self, packet: bytes) -> None:
         if self.addr is not None and self.dtls.send_application_data(packet):

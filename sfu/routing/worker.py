@@ -72,6 +72,23 @@ class Worker:
         self._shed_producers: set[Producer] = set()
         # Where sessions' data channels run when not here (sfu/io/datalink.py).
         self.data_host: DataHostLink | None = None
+        # Set by the I/O layer: told when a transport is created, starts a DTLS
+        # handshake or starts carrying SCTP, so that timers idle without work restart.
+        self.on_timer_work: Callable[[], None] | None = None
+
+    @property
+    def needs_dtls_timer(self) -> bool:
+        """on_dtls_timer has work: a DTLS handshake or an SCTP association."""
+        return bool(self.handshaking or self.data_transports or self.data_dirty)
+
+    @property
+    def needs_report_timer(self) -> bool:
+        """on_report_timer has work: a transport (reports, liveness)."""
+        return bool(self.by_ufrag)
+
+    def _timer_work_added(self) -> None:
+        if self.on_timer_work is not None:
+            self.on_timer_work()
 
     @property
     def datapath(self) -> Datapath:
@@ -138,7 +155,13 @@ class Worker:
         """A new transport; ``ice`` names its credentials when another process chose them."""
         transport = Transport(self, owner_id, remote_ufrag, remote_fingerprints, now, ice)
         self.by_ufrag[transport.ice.ufrag] = transport
+        self._timer_work_added()
         return transport
+
+    def add_data_transport(self, transport: Transport) -> None:
+        """It carries SCTP, whose timers run from on_dtls_timer."""
+        self.data_transports.add(transport)
+        self._timer_work_added()
 
     def bind_address(self, transport: Transport, addr: Address) -> None:
         """ICE validated addr for transport; it now owns that address."""
@@ -153,6 +176,7 @@ class Worker:
         transport.update_routes()
         if transport.srtp is None:
             self.handshaking.add(transport)
+            self._timer_work_added()
 
     def handshake_done(self, transport: Transport) -> None:
         self.handshaking.discard(transport)

@@ -219,3 +219,35 @@ async def test_a_datagram_over_the_size_limit_is_counted_not_truncated(room: Roo
     room.publisher.sendto(b"\x80" + bytes(4000), room.server)
     await _drain(room, 0.1)
     assert room.port.worker.counters["oversized"] == 1
+
+
+async def test_an_idle_port_runs_no_timer_until_a_transport_or_handshake_needs_one() -> None:
+    port = MediaPort("127.0.0.1", 0, 30.0, "python")
+    await port.start()
+    try:
+        assert port._fast_timer is None and port._report_timer is None
+        transport = port.worker.create_transport("alice", REMOTE_UFRAG, [], time.monotonic())
+        assert port._report_timer is not None and port._fast_timer is None
+        with _udp_socket() as peer:
+            addr = peer.getsockname()
+            port.worker.on_datagram(binding_request(transport), addr, time.monotonic())
+        assert port._fast_timer is not None  # the DTLS handshake has retransmissions to time
+        port.worker.handshake_done(transport)
+        await asyncio.sleep(0.1)
+        assert port._fast_timer is None  # the next tick found nothing to time
+        port.worker.close_transport(transport, "test")
+        await asyncio.sleep(1.1)
+        assert port._report_timer is None
+    finally:
+        await port.stop()
+
+
+async def test_a_transport_that_never_finishes_ice_is_closed_by_the_report_timer() -> None:
+    port = MediaPort("127.0.0.1", 0, 0.5, "python")
+    await port.start()
+    try:
+        transport = port.worker.create_transport("alice", REMOTE_UFRAG, [], time.monotonic())
+        await asyncio.sleep(1.2)
+        assert transport.closed and port.worker.counters["ice_timeouts"] == 1
+    finally:
+        await port.stop()
