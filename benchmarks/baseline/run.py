@@ -206,7 +206,7 @@ class Relay:
 class Publisher:
     """An SRTP sender with its own key, SSRC and sequence numbers."""
 
-    def __init__(self, key: bytes, payload_bytes: int) -> None:
+    def __init__(self, key: bytes, payload_bytes: int, timed: bool = True) -> None:
         policy = Policy(
             key=key,
             ssrc_type=Policy.SSRC_ANY_OUTBOUND,
@@ -219,15 +219,18 @@ class Publisher:
         self.ts = secrets.randbits(32)
         self.payload = os.urandom(payload_bytes)
         self.sent = 0
-        # Wall-clock send time by sequence number (the kernel stamps in wall time).
+        # Wall-clock send time by sequence number (the kernel stamps in wall time);
+        # not kept when sending flat out, where nothing reads it.
         self.sent_at: dict[int, int] = {}
+        self.timed = timed
 
     def send_burst(self, addr: tuple[str, int], count: int) -> None:
         """`count` packets back to back, the marker bit on the last, like a frame."""
         for index in range(count):
             marker = 0x80 if index == count - 1 else 0
             header = RTP_HEADER.pack(0x80, PAYLOAD_TYPE | marker, self.seq, self.ts, self.ssrc)
-            self.sent_at[self.seq] = time.time_ns()
+            if self.timed:
+                self.sent_at[self.seq] = time.time_ns()
             self.sock.sendto(self.session.protect(header + self.payload), addr)
             self.seq = (self.seq + 1) & 0xFFFF
         self.ts = (self.ts + TS_STEP) & 0xFFFFFFFF
@@ -287,7 +290,7 @@ def run_baseline(spec: BaselineSpec, relay_binary: Path | None = None) -> dict[s
 def _run_baseline(spec: BaselineSpec, binary: Path) -> dict[str, Any]:
     rx_key = secrets.token_bytes(KEY_BYTES)
     subscribers = open_subscribers(spec.subscribers)
-    publisher = Publisher(rx_key, spec.payload_bytes)
+    publisher = Publisher(rx_key, spec.payload_bytes, timed=spec.rate_pps is not None)
     selector = selectors.DefaultSelector()
     relay: Relay | None = None
     try:
