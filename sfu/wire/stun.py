@@ -7,13 +7,13 @@ fingerprint checks work on the received bytes, not on a re-serialization.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
-import ipaddress
+import socket
 import struct
 from dataclasses import dataclass, field
 
 MAGIC_COOKIE = 0x2112A442
+_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 HEADER_SIZE = 20
 
 BINDING_REQUEST = 0x0001
@@ -133,7 +133,8 @@ def verify_integrity(data: bytes, msg: StunMessage, key: bytes) -> bool:
     pos = msg.integrity_offset
     if pos < 0:
         return False
-    expected = hmac.new(key, _with_length(data, pos + _MI_SIZE)[:pos], hashlib.sha1).digest()
+    # hmac.digest: OpenSSL's one-shot HMAC, a third of the cost of an HMAC object.
+    expected = hmac.digest(key, _with_length(data, pos + _MI_SIZE)[:pos], "sha1")
     return hmac.compare_digest(expected, data[pos + 4 : pos + _MI_SIZE])
 
 
@@ -148,14 +149,23 @@ def verify_fingerprint(data: bytes, msg: StunMessage) -> bool:
 
 
 def xor_mapped_address(host: str, port: int, transaction_id: bytes) -> bytes:
-    """Encode an XOR-MAPPED-ADDRESS value."""
-    ip = ipaddress.ip_address(host)
+    """Encode an XOR-MAPPED-ADDRESS value (RFC 8489 14.2). ``host`` is an address as
+    the socket gives it (an IPv6 zone, "%eth0", is not part of the address); anything
+    else raises ValueError. Every consent check is answered with one: inet_pton, not
+    ipaddress, which costs ten times as much."""
     xport = port ^ (MAGIC_COOKIE >> 16)
-    if ip.version == 4:
-        xaddr = int(ip) ^ MAGIC_COOKIE
-        return struct.pack("!BBHI", 0, 1, xport, xaddr)
-    mask = int.from_bytes(struct.pack("!I", MAGIC_COOKIE) + transaction_id, "big")
-    return struct.pack("!BBH", 0, 2, xport) + (int(ip) ^ mask).to_bytes(16, "big")
+    try:
+        packed = socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        except OSError:
+            raise ValueError(f"not an IP address: {host!r}") from None
+        mask = int.from_bytes(_COOKIE_BYTES + transaction_id, "big")
+        xaddr6 = int.from_bytes(packed, "big") ^ mask
+        return struct.pack("!BBH", 0, 2, xport) + xaddr6.to_bytes(16, "big")
+    xaddr = int.from_bytes(packed, "big") ^ MAGIC_COOKIE
+    return struct.pack("!BBHI", 0, 1, xport, xaddr)
 
 
 def build_stun(
@@ -173,7 +183,7 @@ def build_stun(
     msg += transaction_id + body
     if integrity_key is not None:
         struct.pack_into("!H", msg, 2, len(msg) - HEADER_SIZE + _MI_SIZE)
-        digest = hmac.new(integrity_key, bytes(msg), hashlib.sha1).digest()
+        digest = hmac.digest(integrity_key, bytes(msg), "sha1")
         msg += struct.pack("!HH", ATTR_MESSAGE_INTEGRITY, 20) + digest
     if fingerprint:
         struct.pack_into("!H", msg, 2, len(msg) - HEADER_SIZE + _FP_SIZE)

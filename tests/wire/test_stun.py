@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 
 import pytest
@@ -288,3 +289,24 @@ def test_random_attributes_behind_a_valid_header_give_stun_error_or_a_message(
     assert msg.message_type == BINDING_REQUEST
     verify_fingerprint(data + body, msg)
     verify_integrity(data + body, msg, PASSWORD)
+
+
+@given(
+    st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    st.integers(0, 65535),
+    st.binary(min_size=12, max_size=12),
+)
+def test_xor_mapped_address_of_any_address_decodes_in_aioice(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, transaction_id: bytes
+) -> None:
+    value = xor_mapped_address(str(address), port, transaction_id)
+    host, decoded_port = aioice_stun.unpack_xor_address(value, transaction_id)
+    assert (ipaddress.ip_address(host), decoded_port) == (address, port)
+
+
+def test_xor_mapped_address_leaves_out_an_ipv6_zone_and_refuses_non_addresses() -> None:
+    scoped = xor_mapped_address("fe80::1%eth0", 9, TRANSACTION_ID)
+    assert scoped == xor_mapped_address("fe80::1", 9, TRANSACTION_ID)
+    for host in ("", "localhost", "1.2.3", "1.2.3.4.5", "::g", "%eth0"):
+        with pytest.raises(ValueError, match="not an IP address"):
+            xor_mapped_address(host, 9, TRANSACTION_ID)
