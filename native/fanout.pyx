@@ -168,6 +168,19 @@ cdef extern from "<arpa/inet.h>" nogil:
 cdef extern from "<net/if.h>" nogil:
     char *if_indextoname(unsigned int ifindex, char *ifname)
 
+def _check_stats_args(ssrc, clock_rate):
+    """What RtpReceiverStats accepts (sfu/proto/rtp_stats.py), with its messages."""
+    if not 0 <= ssrc <= _U32_MAX:
+        raise ValueError(f"SSRC must be a 32-bit unsigned integer, got {ssrc}")
+    if not 0 < clock_rate <= _U32_MAX:
+        raise ValueError(f"clock rate must be positive, got {clock_rate}")
+
+
+def _check_seq(seq):
+    if not 0 <= seq <= 0xFFFF:
+        raise ValueError(f"an RTP sequence number is 16 bits, got {seq}")
+
+
 _KINDS = {"audio": 0, "video": 1}
 _CODECS = {"VP8": 1, "VP9": 2, "H264": 3, "AV1": 4}
 _U32_MAX = 0xFFFF_FFFF
@@ -309,9 +322,9 @@ cdef class NativeRxStats:
     cdef sfu_rxstats *s
     cdef object _owner  # the track whose struct this views, or None: owned here
 
-    def __cinit__(self, uint32_t ssrc=0, uint32_t clock_rate=90000):
-        if clock_rate <= 0:
-            raise ValueError(f"clock rate must be positive, got {clock_rate}")
+    def __cinit__(self, ssrc=0, clock_rate=90000):
+        # The same checks and messages as sfu.proto.rtp_stats, before any C conversion.
+        _check_stats_args(ssrc, clock_rate)
         self.s = <sfu_rxstats *>calloc(1, sizeof(sfu_rxstats))
         if self.s == NULL:
             raise MemoryError()
@@ -403,13 +416,16 @@ cdef class NativeCache:
         self.slots = slots
         self._owner = owner
 
-    def put(self, int seq, bytes packet):
-        sfu_cache_put(self.slots, seq & 0xFFFF, <const uint8_t *>PyBytes_AS_STRING(packet),
+    def put(self, seq, bytes packet):
+        _check_seq(seq)
+        sfu_cache_put(self.slots, seq, <const uint8_t *>PyBytes_AS_STRING(packet),
                       PyBytes_GET_SIZE(packet))
 
-    def get(self, int seq):
-        cdef sfu_cache_slot *slot = &self.slots[(seq & 0xFFFF) % SFU_CACHE_SIZE]
-        if slot.seq != (seq & 0xFFFF) or seq < 0 or seq > 0xFFFF:
+    def get(self, seq):
+        if not 0 <= seq <= 0xFFFF:
+            return None  # never stored: put refuses it
+        cdef sfu_cache_slot *slot = &self.slots[<int>seq % SFU_CACHE_SIZE]
+        if slot.seq != seq:
             return None
         return PyBytes_FromStringAndSize(<const char *>slot.data, slot.length)
 

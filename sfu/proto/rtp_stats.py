@@ -28,7 +28,9 @@ class RtpReceiverStats:
     """
 
     def __init__(self, ssrc: int, clock_rate: int) -> None:
-        if clock_rate <= 0:
+        if not 0 <= ssrc <= 0xFFFF_FFFF:
+            raise ValueError(f"SSRC must be a 32-bit unsigned integer, got {ssrc}")
+        if not 0 < clock_rate <= 0xFFFF_FFFF:
             raise ValueError(f"clock rate must be positive, got {clock_rate}")
         self.ssrc = ssrc
         self.clock_rate = clock_rate

@@ -26,11 +26,15 @@ class PacketCache:
         self._packets: list[bytes] = [b""] * size
 
     def put(self, seq: int, packet: bytes) -> None:
+        if not 0 <= seq <= 0xFFFF:
+            raise ValueError(f"an RTP sequence number is 16 bits, got {seq}")
         slot = seq % self._size
         self._seqs[slot] = seq
         self._packets[slot] = packet
 
     def get(self, seq: int) -> bytes | None:
+        if not 0 <= seq <= 0xFFFF:
+            return None  # never stored (and -1 marks an empty slot)
         slot = seq % self._size
         return self._packets[slot] if self._seqs[slot] == seq else None
 

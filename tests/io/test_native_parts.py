@@ -417,6 +417,27 @@ def test_rx_stats_refuse_a_zero_clock_rate(
         stats_type(0, 0)
 
 
+@pytest.mark.parametrize("stats_type", [RtpReceiverStats, NativeRxStats])
+@pytest.mark.parametrize(
+    ("ssrc", "clock_rate", "message"),
+    [
+        (-1, 90000, "SSRC must be a 32-bit"),
+        (U32 + 1, 90000, "SSRC must be a 32-bit"),
+        (1, -90000, "clock rate must be positive"),
+        (1, U32 + 1, "clock rate must be positive"),
+        (1, 2**70, "clock rate must be positive"),
+    ],
+)
+def test_rx_stats_refuse_out_of_range_arguments_alike(
+    stats_type: type[RtpReceiverStats] | type[NativeRxStats],
+    ssrc: int,
+    clock_rate: int,
+    message: str,
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        stats_type(ssrc, clock_rate)
+
+
 @settings(max_examples=examples(300), deadline=None)
 @given(
     st.integers(0, U32),
@@ -558,6 +579,17 @@ def test_cache_examples(side: str) -> None:
     assert [cache.get(5 + 1024), cache.get(0xFFFF)] == [None, None]
     cache.put(5, b"z" * 10)  # a slot that held 3000 bytes, reused for 10
     assert cache.get(5) == b"z" * 10
+
+
+@pytest.mark.parametrize("side", ["python", "native"])
+def test_cache_refuses_a_number_that_is_not_16_bits_and_never_finds_one(side: str) -> None:
+    cache = PacketCache() if side == "python" else video_cache()
+    for seq in (-1, 0x10000, 70000, 2**70):
+        with pytest.raises(ValueError, match="an RTP sequence number is 16 bits"):
+            cache.put(seq, b"x")
+        assert cache.get(seq) is None
+    cache.put(70000 & 0xFFFF, b"kept")
+    assert cache.get(70000) is None and cache.get(70000 & 0xFFFF) == b"kept"
 
 
 @settings(max_examples=examples(200), deadline=None)
