@@ -92,7 +92,10 @@ class Consumer:
         self.detach()
         self.source = producer
         producer.add_consumer(self)
-        producer.request_keyframe(now)
+        # Without keys yet, a keyframe now would be lost on this leg, and its request
+        # would hold back (rate limit) the one on_transport_ready makes when it can use it.
+        if self.leg.ready:
+            producer.request_keyframe(now)
 
     def detach(self) -> None:
         if self.source is not None:

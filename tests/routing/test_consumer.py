@@ -145,6 +145,19 @@ def test_attach_asks_the_new_source_for_a_keyframe() -> None:
     assert consumer in producer.consumers
 
 
+def test_a_subscriber_without_keys_asks_for_its_keyframe_when_they_arrive() -> None:
+    producer, publisher = make_producer()
+    consumer, subscriber = make_consumer()
+    subscriber.ready = False  # a late joiner: subscribed before its DTLS handshake ends
+    consumer.attach(producer, 5.0)
+    assert plis(publisher) == []  # a keyframe now would be lost on this leg
+    subscriber.ready = True
+    consumer.on_transport_ready(5.1)  # within the rate limit of an attach-time request
+    assert [p.media_ssrc for p in plis(publisher)] == [0xAAAA]
+    feed(producer, rtp(10, 1000, 0xAAAA, KEYFRAME), 5.15)
+    assert len(sent(subscriber)) == 1  # the keyframe reached it
+
+
 def test_keyframe_requests_are_rate_limited_per_producer() -> None:
     producer, publisher = make_producer()
     consumer, _ = make_consumer()
