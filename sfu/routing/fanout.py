@@ -49,6 +49,10 @@ class Leg(Protocol):
     octets_sent: int
 
     def set_route(self, srtp: SrtpPair | None, addr: Address | None) -> None: ...
+    @property
+    def ready(self) -> bool:
+        """Keys and an address: it can send."""
+        ...
 
 
 class ReceiverStats(Protocol):
