@@ -29,6 +29,16 @@ from sfu.routing.track import PacketCache, RateLimiter
 from sfu.wire.codecs import is_keyframe as python_is_keyframe
 from sfu.wire.rtcp import ReportBlock
 from tests.fuzzing import examples
+from tests.wire.test_codecs import (
+    IDR,
+    PPS,
+    SLICE,
+    SPS,
+    VP8_DELTA_TAG,
+    VP8_KEY_TAG,
+    VP9_FRAME,
+    stap_a,
+)
 
 if TYPE_CHECKING:
     from native.fanout import NativeCache, NativeDatapath
@@ -52,29 +62,17 @@ U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 # ---- keyframe detection ----
 
-VP8_KEY = bytes.fromhex("502a009d012a")  # frame tag with P=0
-VP8_DELTA = bytes.fromhex("5101001122")  # P=1
-VP9_FRAME = bytes.fromhex("824983420031f0")
-SPS = bytes.fromhex("6742c01f")
-PPS = bytes.fromhex("68ce3c80")
-IDR = bytes.fromhex("65888400")
-SLICE = bytes.fromhex("419a0000")
-
-
-def stap_a(*nalus: bytes) -> bytes:
-    return b"\x78" + b"".join(len(n).to_bytes(2, "big") + n for n in nalus)
-
 
 @pytest.mark.parametrize(
     ("codec", "payload", "expected"),
     [
-        ("VP8", b"\x10" + VP8_KEY, True),
-        ("VP8", b"\x10" + VP8_DELTA, False),
-        ("VP8", b"\x11" + VP8_KEY, False),  # partition 1
-        ("VP8", b"\x90\xf0\x80\x01\x05\x20" + VP8_KEY, True),  # X with I (15 bits), L, T, K
-        ("VP8", b"\x90\x40\x04" + VP8_DELTA, False),  # TL0PICIDX is not the frame tag
+        ("VP8", b"\x10" + VP8_KEY_TAG, True),
+        ("VP8", b"\x10" + VP8_DELTA_TAG, False),
+        ("VP8", b"\x11" + VP8_KEY_TAG, False),  # partition 1
+        ("VP8", b"\x90\xf0\x80\x01\x05\x20" + VP8_KEY_TAG, True),  # X with I (15 bits), L, T, K
+        ("VP8", b"\x90\x40\x04" + VP8_DELTA_TAG, False),  # TL0PICIDX is not the frame tag
         ("VP8", b"\x90\xf0\x80\x01\x05\x20", False),  # descriptor only
-        ("vp8", b"\x10" + VP8_KEY, True),
+        ("vp8", b"\x10" + VP8_KEY_TAG, True),
         ("VP9", b"\xa8\x80\x01\x00\x05" + VP9_FRAME, True),  # non-flexible, SID 0
         ("VP9", b"\xa8\x80\x01\x02\x05" + VP9_FRAME, False),  # SID 1
         ("VP9", b"\xb8\x01\x00" + VP9_FRAME, True),  # flexible: no TL0PICIDX
@@ -92,7 +90,7 @@ def stap_a(*nalus: bytes) -> bytes:
         ("AV1", b"\x88\x0a", False),  # Z=1
         ("av1", b"\x08", False),  # too short
         ("OPUS", IDR, False),
-        ("opus", b"\x10" + VP8_KEY, False),
+        ("opus", b"\x10" + VP8_KEY_TAG, False),
         ("", IDR, False),
     ],
 )
